@@ -1,0 +1,228 @@
+"""Ollama's native API: /api/version, /api/tags, /api/ps, /api/show, /api/chat,
+and preload/unload through /api/generate (SPEC F2).
+
+Ollama facts this module relies on: a name without a tag means ':latest';
+durations are nanoseconds; a missing model is a 404 ``{"error": "model '...'
+not found"}``; a full queue is a 503; a failed load is a 500; and an error can
+also arrive as the last NDJSON line of a 200 stream.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import AsyncIterator, Sequence
+from typing import Any
+
+import httpx
+
+from kynsey.backends.base import Backend, BackendSnapshot, ChatChunk, ChatMessage, HostSnapshot, ModelState
+from kynsey.errors import (
+    BackendBusy,
+    BackendError,
+    BackendUnreachable,
+    ModelLoadFailed,
+    ModelMissing,
+    StreamBroken,
+)
+
+NS_PER_MS = 1_000_000
+
+
+def ollama_name(model_id: str) -> str:
+    """Ollama's canonical name: a name without a tag means ':latest'."""
+    last = model_id.rsplit("/", 1)[-1]
+    return model_id if ":" in last else f"{model_id}:latest"
+
+
+def _message(resp: httpx.Response) -> str:
+    try:
+        body = resp.json()
+    except ValueError:
+        return resp.text.strip()[:300] or resp.reason_phrase
+    return str(body.get("error") if isinstance(body, dict) and "error" in body else body)[:300]
+
+
+def _is_load_failure(message: str) -> bool:
+    text = message.lower()
+    return any(word in text for word in ("load", "runner", "memory", "llama"))
+
+
+def translate_status(resp: httpx.Response, model: str, *, loading: bool) -> BackendError:
+    """One Ollama HTTP failure as Kynsey's backend error."""
+    text = _message(resp)
+    if resp.status_code == 404:
+        return ModelMissing(f"model '{model}' is not installed on the backend ({text})", model=model)
+    if resp.status_code == 503:
+        return BackendBusy(f"the backend is busy ({text})", model=model)
+    if resp.status_code == 500 and (loading or _is_load_failure(text)):
+        return ModelLoadFailed(f"model '{model}' failed to load ({text})", model=model)
+    return BackendError(f"the backend answered {resp.status_code}: {text}", model=model)
+
+
+class OllamaBackend(Backend):
+    kind = "ollama"
+
+    def __init__(
+        self, name: str, hosts: Sequence[str], *, connect_timeout: float, read_timeout: float, load_timeout: float
+    ) -> None:
+        super().__init__(name)
+        if not hosts:
+            raise ValueError("an Ollama backend needs at least one host")
+        self.hosts = list(hosts)
+        self.load_timeout = load_timeout
+        timeout = httpx.Timeout(connect=connect_timeout, read=read_timeout, write=read_timeout, pool=connect_timeout)
+        limits = httpx.Limits(max_connections=1000, max_keepalive_connections=200)
+        self._clients = {url: httpx.AsyncClient(base_url=url, timeout=timeout, limits=limits) for url in self.hosts}
+        self.snapshot = BackendSnapshot(name, self.kind, tuple(HostSnapshot(u, False, error="not probed yet") for u in self.hosts))
+
+    def canonical(self, model_id: str) -> str:
+        return ollama_name(model_id)
+
+    # -- status -----------------------------------------------------------------
+    async def probe(self, timeout: float) -> BackendSnapshot:
+        hosts = await asyncio.gather(*(self._probe_host(url, timeout) for url in self.hosts))
+        self.snapshot = BackendSnapshot(self.name, self.kind, tuple(hosts))
+        return self.snapshot
+
+    async def _probe_host(self, url: str, timeout: float) -> HostSnapshot:
+        client = self._clients[url]
+        started = time.perf_counter()
+        try:
+            async with asyncio.timeout(timeout):
+                version = await client.get("/api/version", timeout=timeout)
+                latency = (time.perf_counter() - started) * 1000
+                tags, ps = await asyncio.gather(client.get("/api/tags", timeout=timeout), client.get("/api/ps", timeout=timeout))
+            for resp in (version, tags, ps):
+                resp.raise_for_status()
+            models = self._models(tags.json().get("models") or [], ps.json().get("models") or [])
+            return HostSnapshot(url, True, version.json().get("version"), round(latency, 2), None, models)
+        except (TimeoutError, httpx.TimeoutException):
+            return HostSnapshot(url, False, error=f"no answer within {timeout:g}s")
+        except httpx.HTTPStatusError as exc:
+            return HostSnapshot(url, False, error=f"answered {exc.response.status_code} to {exc.request.url.path}")
+        except (httpx.HTTPError, ValueError, AttributeError) as exc:
+            return HostSnapshot(url, False, error=f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__)
+
+    @staticmethod
+    def _models(tags: list[dict], ps: list[dict]) -> dict[str, ModelState]:
+        loaded = {ollama_name(m.get("name") or m.get("model", "")): m for m in ps}
+        models: dict[str, ModelState] = {}
+        for m in tags:
+            name = ollama_name(m.get("name") or m.get("model", ""))
+            running = loaded.get(name)
+            models[name] = ModelState(
+                name,
+                installed=True,
+                loaded=running is not None,
+                size=m.get("size"),
+                size_vram=running.get("size_vram") if running else None,
+                expires_at=running.get("expires_at") if running else None,
+                details=m.get("details") or {},
+            )
+        for name, m in loaded.items():
+            models.setdefault(name, ModelState(name, True, True, m.get("size"), m.get("size_vram"), m.get("expires_at"), m.get("details") or {}))
+        return models
+
+    def _client_for(self, model: str) -> httpx.AsyncClient:
+        url = self.snapshot.host_for(model)
+        if url is None:
+            reachable = [h.url for h in self.snapshot.hosts if h.reachable]
+            url = reachable[0] if reachable else self.hosts[0]
+        return self._clients[url]
+
+    # -- load / unload ----------------------------------------------------------
+    async def load(self, model_id: str, *, keep_alive: str | int, options: dict[str, Any]) -> float:
+        model = self.canonical(model_id)
+        body = {"model": model, "keep_alive": keep_alive, "options": options}
+        started = time.perf_counter()
+        resp = await self._post(model, "/api/generate", body, timeout=self.load_timeout, loading=True)
+        data = resp.json()
+        if isinstance(data, dict) and data.get("error"):
+            raise ModelLoadFailed(f"model '{model}' failed to load ({data['error']})", model=model)
+        return (time.perf_counter() - started) * 1000
+
+    async def unload(self, model_id: str) -> None:
+        model = self.canonical(model_id)
+        await self._post(model, "/api/generate", {"model": model, "keep_alive": 0}, timeout=None, loading=False)
+
+    async def show(self, model_id: str) -> dict[str, Any]:
+        model = self.canonical(model_id)
+        return (await self._post(model, "/api/show", {"model": model}, timeout=None, loading=False)).json()
+
+    async def _post(self, model: str, path: str, body: dict, *, timeout: float | None, loading: bool) -> httpx.Response:
+        client = self._client_for(model)
+        kwargs = {"timeout": httpx.Timeout(client.timeout.connect, read=timeout)} if timeout else {}
+        try:
+            resp = await client.post(path, json=body, **kwargs)
+        except (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout) as exc:
+            raise BackendUnreachable(f"cannot reach {client.base_url} ({type(exc).__name__})", model=model) from exc
+        except httpx.TimeoutException as exc:
+            err = ModelLoadFailed if loading else BackendError
+            raise err(f"{client.base_url} did not answer {path} in time", model=model) from exc
+        except httpx.HTTPError as exc:
+            raise BackendError(f"{client.base_url} failed on {path}: {type(exc).__name__}", model=model) from exc
+        if resp.status_code >= 400:
+            raise translate_status(resp, model, loading=loading)
+        return resp
+
+    # -- chat ---------------------------------------------------------------------
+    async def chat(
+        self, model_id: str, messages: Sequence[ChatMessage], *, options: dict[str, Any], keep_alive: str | int
+    ) -> AsyncIterator[ChatChunk]:
+        model = self.canonical(model_id)
+        client = self._client_for(model)
+        body = {
+            "model": model,
+            "messages": [{"role": m.role, "content": m.content} for m in messages],
+            "stream": True,
+            "options": options,
+            "keep_alive": keep_alive,
+        }
+        got_text = False
+        try:
+            async with client.stream("POST", "/api/chat", json=body) as resp:
+                if resp.status_code >= 400:
+                    await resp.aread()
+                    raise translate_status(resp, model, loading=False)
+                async for line in resp.aiter_lines():
+                    if not line:
+                        continue
+                    chunk = self._chunk(model, line, got_text)
+                    got_text = got_text or bool(chunk.text)
+                    yield chunk
+                    if chunk.done:
+                        return
+        except (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout) as exc:
+            raise BackendUnreachable(f"cannot reach {client.base_url} ({type(exc).__name__})", model=model) from exc
+        except httpx.HTTPError as exc:
+            raise StreamBroken(f"the stream from {client.base_url} broke: {type(exc).__name__}", model=model) from exc
+        raise StreamBroken(f"the stream from {client.base_url} ended without its final line", model=model)
+
+    @staticmethod
+    def _chunk(model: str, line: str, got_text: bool) -> ChatChunk:
+        try:
+            data = json.loads(line)
+        except ValueError as exc:
+            raise StreamBroken(f"the backend sent a line that is not JSON: {line[:80]!r}", model=model) from exc
+        if "error" in data:
+            text = str(data["error"])
+            if not got_text and _is_load_failure(text):
+                raise ModelLoadFailed(f"model '{model}' failed to load ({text})", model=model)
+            raise StreamBroken(f"the backend stopped the reply: {text}", model=model)
+        text = (data.get("message") or {}).get("content") or ""
+        if not data.get("done"):
+            return ChatChunk(text=text)
+        load_ns = data.get("load_duration")
+        return ChatChunk(
+            text=text,
+            done=True,
+            tokens=data.get("eval_count"),
+            prompt_tokens=data.get("prompt_eval_count"),
+            load_ms=round(load_ns / NS_PER_MS, 3) if load_ns is not None else None,
+            done_reason=data.get("done_reason"),
+        )
+
+    async def aclose(self) -> None:
+        await asyncio.gather(*(c.aclose() for c in self._clients.values()))

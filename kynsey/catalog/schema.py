@@ -1,0 +1,80 @@
+"""The tier catalog's shape: backends, plans and tier profiles (SPEC F1)."""
+
+from __future__ import annotations
+
+import re
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+SLUG = re.compile(r"^[a-z][a-z0-9_-]{0,31}$")
+BackendKind = Literal["ollama", "openai", "local"]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class BackendConfig(_Strict):
+    kind: BackendKind = "ollama"
+    hosts: list[str] = Field(default_factory=list, description="Base URLs; empty for ollama means OLLAMA_HOST.")
+    api_key: str | None = None
+    model_dirs: list[str] = Field(default_factory=list, description="local: folders searched for GGUF files.")
+    max_loaded: int = Field(2, ge=1, description="local: models kept in memory at once.")
+    max_queue: int = Field(4, ge=0, description="local: generations waiting per model before 'busy'.")
+    n_ctx: int = Field(2048, ge=128, description="local: default context length.")
+
+
+class PlanConfig(_Strict):
+    display_name: str = ""
+    grants: list[str] = Field(default_factory=list, description="Entitlements this plan grants.")
+
+
+class TierProfile(_Strict):
+    tier: str
+    display_name: str
+    internal_name: str
+    model_id: str
+    description: str = ""
+    backend: str = "ollama"
+    options: dict[str, Any] = Field(default_factory=dict)
+    keep_alive: str | int = "30m"
+    keep_warm: bool = False
+    fallback: list[str] = Field(default_factory=list)
+    requires: str | None = Field(None, description="Entitlement that unlocks the tier; default: its slug.")
+
+    @field_validator("tier")
+    @classmethod
+    def _slug(cls, value: str) -> str:
+        if not SLUG.match(value):
+            raise ValueError("must be a lowercase slug (letters, digits, '-' or '_', at most 32)")
+        return value
+
+    @field_validator("model_id", "display_name", "internal_name")
+    @classmethod
+    def _not_blank(cls, value: str) -> str:
+        if not value.strip():
+            raise ValueError("must not be empty")
+        return value
+
+    @property
+    def entitlement(self) -> str:
+        return self.requires or self.tier
+
+
+class Catalog(_Strict):
+    source: str = "<built-in>"
+    default_tier: str
+    backends: dict[str, BackendConfig]
+    plans: dict[str, PlanConfig]
+    tiers: dict[str, TierProfile]
+
+    def tier(self, slug: str) -> TierProfile | None:
+        return self.tiers.get(slug)
+
+    def plan_allows(self, plan: str, tier: TierProfile) -> bool:
+        granted = self.plans.get(plan)
+        return granted is not None and tier.entitlement in granted.grants
+
+    def plans_unlocking(self, tier: TierProfile) -> list[str]:
+        return [name for name, plan in self.plans.items() if tier.entitlement in plan.grants]

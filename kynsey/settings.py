@@ -1,0 +1,97 @@
+"""Kynsey's one settings object.
+
+Every setting is declared once here, with its default and help text, read from
+``KYNSEY_*`` environment variables (``OLLAMA_HOST`` keeps Ollama's own name).
+The object is built once at start-up and never mutated; ``kynsey settings``
+prints every field.
+"""
+
+from __future__ import annotations
+
+import re
+from functools import cached_property
+from pathlib import Path
+
+from pydantic import AliasChoices, Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+RATE_RE = re.compile(r"^\s*(\d+)\s*/\s*(second|minute|hour|day)s?\s*$")
+
+
+def _rate(value: str) -> str:
+    if not RATE_RE.match(value):
+        raise ValueError(f"{value!r} is not a rate like '10/minute' (N/second|minute|hour|day)")
+    return value.strip()
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="KYNSEY_", frozen=True, extra="ignore")
+
+    data_dir: Path = Field(Path("./data"), description="Folder for the SQLite database and other local state.")
+    database_url: str | None = Field(
+        None, description="SQLAlchemy async URL; default: sqlite+aiosqlite:///<data_dir>/kynsey.db."
+    )
+    redis_url: str | None = Field(
+        None, description="Redis URL for rate limits shared across instances; unset: in-memory."
+    )
+    tiers: Path | None = Field(None, description="Tier catalog TOML file; unset: the built-in default catalog.")
+    ollama_host: str = Field(
+        "http://127.0.0.1:11434",
+        validation_alias=AliasChoices("OLLAMA_HOST", "KYNSEY_OLLAMA_HOST"),
+        description="Default Ollama server, as Ollama's own tools read it.",
+    )
+    switch_rate_limit: str = Field("10/minute", description="Tier switches allowed per user.")
+    chat_rate_limit: str = Field("30/minute", description="Chat requests allowed per user and tier.")
+    warm_rate_limit: str = Field("30/minute", description="Warm-ahead requests allowed per user.")
+    switch_warm_wait: float = Field(
+        2.0, description="Seconds a switch waits for a cold model to load before answering 202 'warming'."
+    )
+    status_refresh: float = Field(5.0, description="Seconds between background refreshes of backend status.")
+    status_timeout: float = Field(
+        1.0, description="Seconds a status probe (and a page waiting for the first one) may take."
+    )
+    connect_timeout: float = Field(2.0, description="Seconds to connect to a backend.")
+    read_timeout: float = Field(300.0, description="Seconds to wait for the next bytes of a backend reply.")
+    load_timeout: float = Field(300.0, description="Seconds a model load may take before it counts as failed.")
+    session_ttl: int = Field(7 * 24 * 3600, description="Seconds a browser session lasts.")
+    cookie_secure: bool = Field(
+        False, description="Mark the session cookie Secure (set true behind HTTPS)."
+    )
+    log_level: str = Field("INFO", description="Log level (DEBUG, INFO, WARNING, ERROR).")
+
+    @field_validator("switch_rate_limit", "chat_rate_limit", "warm_rate_limit")
+    @classmethod
+    def _check_rate(cls, value: str) -> str:
+        return _rate(value)
+
+    @field_validator("ollama_host")
+    @classmethod
+    def _normalise_host(cls, value: str) -> str:
+        return normalise_ollama_host(value)
+
+    @cached_property
+    def effective_database_url(self) -> str:
+        if self.database_url:
+            return self.database_url
+        return f"sqlite+aiosqlite:///{(self.data_dir / 'kynsey.db').resolve()}"
+
+    @classmethod
+    def describe(cls) -> list[tuple[str, str, str]]:
+        """(environment variable, default, help) for every setting."""
+        rows = []
+        for name, field in cls.model_fields.items():
+            env = "OLLAMA_HOST" if name == "ollama_host" else f"KYNSEY_{name.upper()}"
+            rows.append((env, repr(field.default), field.description or ""))
+        return rows
+
+
+def normalise_ollama_host(value: str) -> str:
+    """Read a host the way Ollama's tools do: scheme and port are optional."""
+    value = value.strip().rstrip("/")
+    if "://" not in value:
+        value = "http://" + value
+    scheme, rest = value.split("://", 1)
+    if ":" not in rest.split("/", 1)[0]:
+        host, _, path = rest.partition("/")
+        rest = f"{host}:11434" + (f"/{path}" if path else "")
+    return f"{scheme}://{rest}"
