@@ -37,6 +37,7 @@ from typing import Any
 class KynseyError(Exception):
     status = 500
     code = "internal"
+    headers: dict[str, str] = {}
 
     def __init__(self, message: str, **details: Any) -> None:
         super().__init__(message)
@@ -90,9 +91,10 @@ class Conflict(KynseyError):
 class RateLimited(KynseyError):
     status, code = 429, "rate_limited"
 
-    def __init__(self, message: str, *, retry_after: int, limit: str, **details: Any) -> None:
-        super().__init__(message, retry_after=retry_after, limit=limit, **details)
+    def __init__(self, message: str, *, retry_after: int, limit: str, headers: dict[str, str]) -> None:
+        super().__init__(message, retry_after=retry_after, limit=limit)
         self.retry_after = retry_after
+        self.headers = {**headers, "Retry-After": str(retry_after)}
 
 
 class TierUnavailable(KynseyError):

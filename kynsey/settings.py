@@ -53,6 +53,8 @@ class Settings(BaseSettings):
     connect_timeout: float = Field(2.0, description="Seconds to connect to a backend.")
     read_timeout: float = Field(300.0, description="Seconds to wait for the next bytes of a backend reply.")
     load_timeout: float = Field(300.0, description="Seconds a model load may take before it counts as failed.")
+    circuit_failures: int = Field(3, ge=1, description="Consecutive failures that open a model's circuit.")
+    circuit_cooldown: float = Field(30.0, gt=0, description="Seconds an open circuit waits before one probe.")
     session_ttl: int = Field(7 * 24 * 3600, description="Seconds a browser session lasts.")
     cookie_secure: bool = Field(
         False, description="Mark the session cookie Secure (set true behind HTTPS)."

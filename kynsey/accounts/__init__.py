@@ -1,0 +1,1 @@
+"""Users, plans, API tokens and browser sessions (SPEC F7)."""

@@ -1,0 +1,80 @@
+"""Append entries to the audit chain.
+
+Each entry's hash covers its own fields and the previous entry's hash, so an
+altered or removed row breaks the chain where it happened. Appends are
+serialised (an in-process lock, plus a transaction-scoped advisory lock on
+PostgreSQL so instances sharing the database keep one chain). There is no
+function here, or anywhere in Kynsey, that updates or deletes audit rows.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
+
+from sqlalchemy import select, text
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from kynsey.storage.models import AuditEntry
+
+GENESIS = "0" * 64
+_PG_LOCK_KEY = 0x6B796E73  # "kyns"
+_lock = asyncio.Lock()
+
+
+@dataclass(frozen=True, slots=True)
+class AuditRecord:
+    actor: str
+    action: str
+    result: str
+    subject: str | None = None
+    from_tier: str | None = None
+    to_tier: str | None = None
+    reason: str | None = None
+    latency_ms: float | None = None
+    request_id: str | None = None
+    details: dict | None = None
+
+
+def _iso(moment: datetime) -> str:
+    moment = moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+    return moment.astimezone(UTC).isoformat(timespec="microseconds")
+
+
+def entry_hash(prev_hash: str, at: datetime, fields: dict) -> str:
+    """The chain hash of one entry: canonical JSON of its fields after the previous hash."""
+    body = json.dumps({**fields, "at": _iso(at)}, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(f"{prev_hash}\n{body}".encode()).hexdigest()
+
+
+def entry_fields(entry: AuditEntry) -> dict:
+    """The hashed fields of a stored entry, in the form ``append`` hashed them."""
+    fields = {name: getattr(entry, name) for name in AuditRecord.__slots__}
+    fields["details"] = json.loads(entry.details) if entry.details else None
+    if fields["latency_ms"] is not None:
+        fields["latency_ms"] = round(float(fields["latency_ms"]), 3)
+    return fields
+
+
+async def append(db: AsyncSession, record: AuditRecord) -> AuditEntry:
+    """Add ``record`` to the chain and commit it (with whatever else ``db`` holds)."""
+    fields = asdict(record)
+    if fields["latency_ms"] is not None:
+        fields["latency_ms"] = round(float(fields["latency_ms"]), 3)
+    async with _lock:
+        if db.bind.dialect.name == "postgresql":
+            await db.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _PG_LOCK_KEY})
+        prev = await db.scalar(select(AuditEntry.hash).order_by(AuditEntry.id.desc()).limit(1)) or GENESIS
+        at = datetime.now(UTC)
+        entry = AuditEntry(
+            at=at,
+            prev_hash=prev,
+            hash=entry_hash(prev, at, fields),
+            **{**fields, "details": json.dumps(fields["details"], sort_keys=True) if fields["details"] else None},
+        )
+        db.add(entry)
+        await db.commit()
+    return entry

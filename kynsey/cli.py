@@ -1,0 +1,199 @@
+"""The `kynsey` command (SPEC F15)."""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Annotated, TypeVar
+
+import typer
+from pydantic import ValidationError
+
+from kynsey.errors import CatalogError, KynseyError
+from kynsey.settings import Settings
+
+T = TypeVar("T")
+
+app = typer.Typer(help="Kynsey: serve several local models to many users, switched by tier.", no_args_is_help=True)
+db_app = typer.Typer(help="Database migrations.", no_args_is_help=True)
+user_app = typer.Typer(help="Users, plans and API tokens.", no_args_is_help=True)
+app.add_typer(db_app, name="db")
+app.add_typer(user_app, name="user")
+
+TiersOpt = Annotated[Path | None, typer.Option("--tiers", help="Tier catalog TOML (default: KYNSEY_TIERS or built-in).")]
+
+
+def fail(message: str, code: int = 1) -> None:
+    typer.secho(f"error: {message}", err=True, fg=typer.colors.RED)
+    raise typer.Exit(code)
+
+
+def load_settings(**overrides) -> Settings:
+    try:
+        return Settings(**{k: v for k, v in overrides.items() if v is not None})
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        fail(f"bad setting {'.'.join(map(str, err['loc'])) or ''}: {err['msg']}", 2)
+
+
+def run(settings: Settings, work: Callable[..., Awaitable[T]], *, migrate: bool = True) -> T:
+    """Run ``work(runtime)`` with a runtime, turning domain errors into clean exits."""
+    from kynsey.runtime import build_runtime
+    from kynsey.storage.migrate import upgrade
+
+    async def main() -> T:
+        rt = build_runtime(settings)
+        try:
+            return await work(rt)
+        finally:
+            await rt.aclose()
+
+    try:
+        if migrate:
+            upgrade(settings.effective_database_url)
+        return asyncio.run(main())
+    except CatalogError as exc:
+        fail(str(exc), 2)
+    except KynseyError as exc:
+        fail(exc.message)
+    except OSError as exc:
+        fail(f"{type(exc).__name__}: {exc}")
+
+
+@app.command()
+def serve(
+    host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(min=0, max=65535, help="Port to listen on.")] = 8000,
+    tiers: TiersOpt = None,
+) -> None:
+    """Run the service (migrates the database first)."""
+    import uvicorn
+
+    from kynsey.catalog import load_catalog
+    from kynsey.logs import setup_logging
+    from kynsey.storage.migrate import upgrade
+    from kynsey.web.app import create_app
+
+    settings = load_settings(tiers=tiers)
+    try:
+        load_catalog(settings.tiers)
+        upgrade(settings.effective_database_url)
+    except CatalogError as exc:
+        fail(str(exc), 2)
+    setup_logging(settings.log_level)
+    uvicorn.run(create_app(settings), host=host, port=port, log_config=None, access_log=False)
+
+
+@app.command("settings")
+def show_settings() -> None:
+    """Print every setting with its default and meaning."""
+    for env, default, help_text in Settings.describe():
+        typer.echo(f"{env:32} {default:28} {help_text}")
+
+
+@db_app.command("upgrade")
+def db_upgrade(revision: Annotated[str, typer.Argument(help="Target revision.")] = "head") -> None:
+    """Migrate the database to the newest revision."""
+    from kynsey.storage.migrate import upgrade
+
+    settings = load_settings()
+    upgrade(settings.effective_database_url, revision)
+    typer.echo(f"database at {revision}: {settings.effective_database_url}")
+
+
+def _read_password() -> str | None:
+    if sys.stdin is None or sys.stdin.isatty():
+        return None
+    text = sys.stdin.read().rstrip("\r\n")
+    return text or None
+
+
+@user_app.command("add")
+def user_add(
+    name: str,
+    plan: Annotated[str, typer.Option(help="Plan from the catalog (e.g. standard, pro).")],
+    admin: Annotated[bool, typer.Option("--admin", help="Give the user the admin role.")] = False,
+) -> None:
+    """Create a user; a password is read from standard input when one is piped in."""
+    from kynsey.accounts.service import create_user
+    from kynsey.audit import AuditRecord, append
+
+    password = _read_password()
+
+    async def work(rt):
+        async with rt.sessions() as db:
+            user = await create_user(db, rt.catalog, name, plan, password=password, admin=admin)
+            await append(db, AuditRecord(actor="cli", action="user_add", subject=name, result="ok", details={"plan": plan, "admin": admin}))
+            return user
+
+    user = run(load_settings(), work)
+    typer.echo(f"created user {user.name} (plan {user.plan}{', admin' if user.is_admin else ''}{', with password' if password else ''})")
+
+
+@user_app.command("token")
+def user_token(name: str) -> None:
+    """Print a new API token for NAME."""
+    from kynsey.accounts.service import get_user, issue_token
+
+    async def work(rt):
+        async with rt.sessions() as db:
+            token = await issue_token(db, await get_user(db, name))
+            await db.commit()
+            return token
+
+    typer.echo(run(load_settings(), work))
+
+
+@user_app.command("plan")
+def user_plan(name: str, plan: str) -> None:
+    """Change NAME's plan (audited)."""
+    from kynsey.accounts.service import change_plan
+
+    async def work(rt):
+        async with rt.sessions() as db:
+            return await change_plan(db, rt.catalog, name, plan, actor="cli")
+
+    old = run(load_settings(), work)
+    typer.echo(f"{name}: plan {old} -> {plan}")
+
+
+@user_app.command("list")
+def user_list() -> None:
+    """List users with their plans."""
+    from sqlalchemy import select
+
+    from kynsey.storage.models import User
+
+    async def work(rt):
+        async with rt.sessions() as db:
+            return list(await db.scalars(select(User).order_by(User.name)))
+
+    for user in run(load_settings(), work):
+        typer.echo(f"{user.name:24} {user.plan:12} {'admin' if user.is_admin else ''}")
+
+
+@app.command("tiers")
+def tiers_command(tiers: TiersOpt = None) -> None:
+    """Print the catalog with each tier's live status."""
+    from kynsey.switching.listing import status_report
+
+    async def work(rt):
+        await rt.monitor.refresh()
+        return rt.catalog, status_report(rt)
+
+    catalog, report = run(load_settings(tiers=tiers), work, migrate=False)
+    for backend in report["backends"]:
+        for host in backend["hosts"]:
+            state = f"up, version {host['version']}, {host['latency_ms']} ms" if host["reachable"] else f"DOWN: {host['error']}"
+            typer.echo(f"backend {backend['name']} ({backend['kind']}) {host['url']}: {state}")
+    typer.echo(f"{'TIER':10} {'NAME':12} {'MODEL':32} {'STATUS':12} {'SIZE':>10}  DETAIL")
+    for model in report["models"]:
+        tier = catalog.tiers[model["tier"]]
+        size = f"{model['size'] / 1e9:.2f} GB" if model["size"] else "-"
+        typer.echo(f"{tier.tier:10} {tier.display_name:12} {model['model']:32} {model['status']:12} {size:>10}  {model['reason']}")
+
+
+if __name__ == "__main__":
+    app()

@@ -1,0 +1,82 @@
+"""Everything a running Kynsey holds, built once at start-up and closed at the end.
+
+Routes and commands reach the services through this one object; it is not a
+bag of copied settings: the settings stay frozen, and the only thing that
+changes at run time is which catalog is current (a reload swaps it whole).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+
+from kynsey.availability.circuit import Circuits
+from kynsey.availability.monitor import StatusMonitor
+from kynsey.availability.status import TierStatus, tier_status
+from kynsey.availability.warmup import Warmer
+from kynsey.backends import Backend, build_backends
+from kynsey.catalog import Catalog, TierProfile, load_catalog
+from kynsey.ratelimit import RateLimiter, make_storage
+from kynsey.settings import Settings
+from kynsey.storage.db import make_engine, make_sessionmaker
+
+
+@dataclass
+class Runtime:
+    settings: Settings
+    catalog: Catalog
+    engine: AsyncEngine
+    sessions: async_sessionmaker[AsyncSession]
+    backends: dict[str, Backend]
+    monitor: StatusMonitor
+    circuits: Circuits
+    warmer: Warmer
+    limiter: RateLimiter
+    extras: dict[str, object] = field(default_factory=dict)
+
+    def tier_status(self, tier: TierProfile) -> TierStatus:
+        backend = self.backends[tier.backend]
+        model = backend.canonical(tier.model_id)
+        return tier_status(
+            tier,
+            backend,
+            warming=self.warmer.is_warming(tier),
+            circuit_open=self.circuits.is_open(tier.backend, model),
+        )
+
+    async def start(self) -> None:
+        """Begin background work: status refresh and the warm pool."""
+        self.monitor.on_refresh(self.warmer.keep_warm)
+        self.monitor.start()
+
+    async def aclose(self) -> None:
+        await self.monitor.stop()
+        await self.warmer.stop()
+        for backend in self.backends.values():
+            await backend.aclose()
+        await self.limiter.aclose()
+        await self.engine.dispose()
+
+
+def build_runtime(settings: Settings, catalog: Catalog | None = None) -> Runtime:
+    catalog = catalog or load_catalog(settings.tiers)
+    engine = make_engine(settings.effective_database_url)
+    backends = build_backends(catalog, settings)
+    monitor = StatusMonitor(backends, interval=settings.status_refresh, timeout=settings.status_timeout)
+    circuits = Circuits(settings.circuit_failures, settings.circuit_cooldown)
+    holder: dict[str, Runtime] = {}
+    warmer = Warmer(backends, monitor, circuits, lambda: holder["rt"].catalog)
+    runtime = Runtime(
+        settings=settings,
+        catalog=catalog,
+        engine=engine,
+        sessions=make_sessionmaker(engine),
+        backends=backends,
+        monitor=monitor,
+        circuits=circuits,
+        warmer=warmer,
+        limiter=RateLimiter(make_storage(settings.redis_url)),
+    )
+    holder["rt"] = runtime
+    return runtime

@@ -1,0 +1,42 @@
+"""The one permission check every route that touches a model goes through (SPEC F7, N4)."""
+
+from __future__ import annotations
+
+from kynsey.catalog import Catalog, TierProfile
+from kynsey.errors import TierLocked, UnknownTier
+from kynsey.storage.models import User
+
+
+def find_tier(catalog: Catalog, slug: str) -> TierProfile:
+    tier = catalog.tier(slug)
+    if tier is None:
+        raise UnknownTier(f"there is no tier '{slug}'; tiers: {', '.join(catalog.tiers)}", tier=slug)
+    return tier
+
+
+def upgrade_prompt(catalog: Catalog, user: User, tier: TierProfile) -> dict:
+    plans = catalog.plans_unlocking(tier)
+    names = [catalog.plans[p].display_name or p for p in plans]
+    return {
+        "unlock_plans": plans,
+        "message": f"{tier.display_name} is part of the {' or '.join(names)} plan. "
+        f"Your plan is {catalog.plans[user.plan].display_name if user.plan in catalog.plans else user.plan}: "
+        f"upgrade to use it.",
+    }
+
+
+def require_tier(catalog: Catalog, user: User, slug: str) -> TierProfile:
+    """The tier ``slug`` if ``user``'s plan grants it; else UnknownTier or TierLocked."""
+    tier = find_tier(catalog, slug)
+    if not catalog.plan_allows(user.plan, tier):
+        prompt = upgrade_prompt(catalog, user, tier)
+        raise TierLocked(prompt["message"], tier=slug, plan=user.plan, unlock_plans=prompt["unlock_plans"])
+    return tier
+
+
+def active_tier(catalog: Catalog, user: User) -> TierProfile:
+    """The tier that answers ``user``: their chosen one while it exists and their plan allows it."""
+    tier = catalog.tier(user.active_tier) if user.active_tier else None
+    if tier is not None and catalog.plan_allows(user.plan, tier):
+        return tier
+    return catalog.tiers[catalog.default_tier]

@@ -1,0 +1,88 @@
+"""Switch a user's active tier, following the plan's flowchart (SPEC F4):
+
+unknown tier -> permission -> rate limit -> availability -> warm-up (bounded)
+-> store -> audit -> answer. Every attempt, allowed or refused, is audited.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from kynsey.audit import AuditRecord, append
+from kynsey.errors import BackendError, KynseyError, TierUnavailable
+from kynsey.ratelimit import RateInfo
+from kynsey.runtime import Runtime
+from kynsey.storage.models import User
+from kynsey.switching.access import active_tier, require_tier
+
+UNAVAILABLE_HTTP = {"missing": 409, "unreachable": 503, "degraded": 503}
+
+
+@dataclass(frozen=True, slots=True)
+class SwitchResult:
+    tier: str
+    previous: str
+    status: str  # ready | warming | unchanged
+    latency_ms: float
+    load_ms: float | None = None
+    rate: RateInfo | None = None
+
+    @property
+    def accepted_only(self) -> bool:
+        return self.status == "warming"
+
+
+async def switch_tier(rt: Runtime, db: AsyncSession, user: User, slug: str, *, request_id: str) -> SwitchResult:
+    started = time.perf_counter()
+    catalog = rt.catalog
+    previous = active_tier(catalog, user).tier
+    record = dict(actor=user.name, action="switch", subject=user.name, from_tier=previous, to_tier=slug, request_id=request_id)
+    try:
+        result = await _switch(rt, db, user, slug, previous, started)
+    except KynseyError as exc:
+        await db.rollback()
+        await append(db, AuditRecord(**record, result=_refusal(exc), reason=exc.message, latency_ms=_ms(started)))
+        raise
+    await append(db, AuditRecord(**record, result=result.status, latency_ms=result.latency_ms, details=_details(result)))
+    return result
+
+
+async def _switch(rt: Runtime, db: AsyncSession, user: User, slug: str, previous: str, started: float) -> SwitchResult:
+    tier = require_tier(rt.catalog, user, slug)
+    if tier.tier == previous:
+        return SwitchResult(tier.tier, previous, "unchanged", _ms(started))
+    rate = await rt.limiter.hit(rt.settings.switch_rate_limit, "switch", str(user.id))
+    await rt.monitor.wait_first()
+    status = rt.tier_status(tier)
+    if not status.usable:
+        raise TierUnavailable(
+            f"{tier.display_name} is unavailable: {status.reason}",
+            status=UNAVAILABLE_HTTP[status.status],
+            tier=tier.tier,
+            tier_status=status.status,
+        )
+    loaded, load_ms = True, None
+    if status.status != "ready":
+        loaded, load_ms = await rt.warmer.warm(tier, rt.settings.switch_warm_wait)
+    user.active_tier = tier.tier
+    db.add(user)
+    return SwitchResult(tier.tier, previous, "ready" if loaded else "warming", _ms(started), load_ms, rate)
+
+
+def _refusal(exc: KynseyError) -> str:
+    if isinstance(exc, BackendError):
+        return "failed"
+    return {"tier_locked": "denied", "rate_limited": "rate_limited", "unknown_tier": "unknown_tier"}.get(
+        exc.code, "unavailable" if isinstance(exc, TierUnavailable) else "error"
+    )
+
+
+def _details(result: SwitchResult) -> dict | None:
+    return {"load_ms": round(result.load_ms, 1)} if result.load_ms is not None else None
+
+
+def _ms(started: float) -> float:
+    return round((time.perf_counter() - started) * 1000, 3)

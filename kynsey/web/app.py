@@ -1,0 +1,61 @@
+"""Build the FastAPI application: one runtime, opened and closed in the lifespan."""
+
+from __future__ import annotations
+
+import secrets
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+from fastapi import FastAPI
+from fastapi.staticfiles import StaticFiles
+
+from kynsey.runtime import Runtime, build_runtime
+from kynsey.settings import Settings
+from kynsey.web.errors import install_error_handlers
+from kynsey.web.routes import auth, health, tiers
+
+STATIC = Path(__file__).parent / "static"
+
+
+class RequestIdMiddleware:
+    """Give every request an id (or keep the caller's X-Request-ID) and echo it back."""
+
+    def __init__(self, app) -> None:
+        self.app = app
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        rid = next((v.decode()[:64] for k, v in scope["headers"] if k == b"x-request-id"), None) or secrets.token_hex(8)
+        scope["request_id"] = rid
+
+        async def send_with_id(message) -> None:
+            if message["type"] == "http.response.start":
+                message.setdefault("headers", [])
+                message["headers"] = [*message["headers"], (b"x-request-id", rid.encode())]
+            await send(message)
+
+        await self.app(scope, receive, send_with_id)
+
+
+def create_app(settings: Settings | None = None, runtime: Runtime | None = None) -> FastAPI:
+    settings = settings or Settings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        rt = runtime or build_runtime(settings)
+        app.state.runtime = rt
+        await rt.start()
+        try:
+            yield
+        finally:
+            await rt.aclose()
+
+    app = FastAPI(title="Kynsey", version="0.1.0", lifespan=lifespan)
+    install_error_handlers(app)
+    for module in (auth, tiers, health):
+        app.include_router(module.router)
+    if STATIC.is_dir():
+        app.mount("/", StaticFiles(directory=STATIC, html=True), name="static")
+    app.add_middleware(RequestIdMiddleware)
+    return app

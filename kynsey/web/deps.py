@@ -1,0 +1,70 @@
+"""Typed dependencies routes declare: the runtime, a database session, the caller."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Annotated
+
+from fastapi import Depends, Request
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from kynsey.accounts.service import session_user, user_for_token
+from kynsey.errors import CsrfFailed, NotAuthenticated, PermissionDenied
+from kynsey.runtime import Runtime
+from kynsey.storage.models import User
+
+SESSION_COOKIE = "kynsey_session"
+CSRF_HEADER = "x-csrf-token"
+SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+
+
+def get_runtime(request: Request) -> Runtime:
+    return request.app.state.runtime
+
+
+RuntimeDep = Annotated[Runtime, Depends(get_runtime)]
+
+
+async def get_db(rt: RuntimeDep) -> AsyncIterator[AsyncSession]:
+    async with rt.sessions() as session:
+        yield session
+
+
+DbDep = Annotated[AsyncSession, Depends(get_db)]
+
+
+def request_id(request: Request) -> str:
+    return request.scope.get("request_id", "-")
+
+
+RequestIdDep = Annotated[str, Depends(request_id)]
+
+
+async def current_user(request: Request, db: DbDep) -> User:
+    """A bearer token for API clients; a session cookie (with CSRF for writes) for the page."""
+    header = request.headers.get("authorization")
+    if header is not None:
+        scheme, _, token = header.partition(" ")
+        if scheme.lower() != "bearer" or not token.strip():
+            raise NotAuthenticated("the Authorization header must be 'Bearer <token>'")
+        return await user_for_token(db, token.strip())
+    cookie = request.cookies.get(SESSION_COOKIE)
+    if cookie:
+        user, session = await session_user(db, cookie)
+        if request.method not in SAFE_METHODS and request.headers.get(CSRF_HEADER) != session.csrf_token:
+            raise CsrfFailed("this request lacks the page's CSRF token; reload the page")
+        request.state.csrf_token = session.csrf_token
+        return user
+    raise NotAuthenticated("log in, or send 'Authorization: Bearer <token>'")
+
+
+UserDep = Annotated[User, Depends(current_user)]
+
+
+async def current_admin(user: UserDep) -> User:
+    if not user.is_admin:
+        raise PermissionDenied("this needs an admin account")
+    return user
+
+
+AdminDep = Annotated[User, Depends(current_admin)]
