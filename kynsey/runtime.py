@@ -17,6 +17,7 @@ from kynsey.availability.status import TierStatus, tier_status
 from kynsey.availability.warmup import Warmer
 from kynsey.backends import Backend, build_backends
 from kynsey.catalog import Catalog, TierProfile, load_catalog
+from kynsey.metrics import Metrics
 from kynsey.ratelimit import RateLimiter, make_storage
 from kynsey.settings import Settings
 from kynsey.storage.db import make_engine, make_sessionmaker
@@ -33,7 +34,7 @@ class Runtime:
     circuits: Circuits
     warmer: Warmer
     limiter: RateLimiter
-    extras: dict[str, object] = field(default_factory=dict)
+    metrics: Metrics = field(default_factory=Metrics)
 
     def tier_status(self, tier: TierProfile) -> TierStatus:
         backend = self.backends[tier.backend]
@@ -47,6 +48,11 @@ class Runtime:
 
     async def start(self) -> None:
         """Begin background work: status refresh and the warm pool."""
+        self.warmer.listeners.append(
+            lambda tier, load_ms, error: self.metrics.warmup(
+                tier.model_id, error is None, load_ms / 1000 if load_ms is not None else None
+            )
+        )
         self.monitor.on_refresh(self.warmer.keep_warm)
         self.monitor.start()
 
@@ -76,7 +82,7 @@ def build_runtime(settings: Settings, catalog: Catalog | None = None) -> Runtime
         monitor=monitor,
         circuits=circuits,
         warmer=warmer,
-        limiter=RateLimiter(make_storage(settings.redis_url)),
+        limiter=RateLimiter(make_storage(settings.redis_url), namespace=settings.redis_prefix),
     )
     holder["rt"] = runtime
     return runtime

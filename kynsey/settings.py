@@ -34,6 +34,7 @@ class Settings(BaseSettings):
     redis_url: str | None = Field(
         None, description="Redis URL for rate limits shared across instances; unset: in-memory."
     )
+    redis_prefix: str = Field("kynsey", description="Prefix of every Redis key Kynsey writes.")
     tiers: Path | None = Field(None, description="Tier catalog TOML file; unset: the built-in default catalog.")
     ollama_host: str = Field(
         "http://127.0.0.1:11434",

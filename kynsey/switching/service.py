@@ -44,9 +44,12 @@ async def switch_tier(rt: Runtime, db: AsyncSession, user: User, slug: str, *, r
         result = await _switch(rt, db, user, slug, previous, started)
     except KynseyError as exc:
         await db.rollback()
-        await append(db, AuditRecord(**record, result=_refusal(exc), reason=exc.message, latency_ms=_ms(started)))
+        result_name, latency = _refusal(exc), _ms(started)
+        await append(db, AuditRecord(**record, result=result_name, reason=exc.message, latency_ms=latency))
+        rt.metrics.switch(result_name, previous, slug if slug in catalog.tiers else "unknown", latency / 1000)
         raise
     await append(db, AuditRecord(**record, result=result.status, latency_ms=result.latency_ms, details=_details(result)))
+    rt.metrics.switch(result.status, previous, slug, result.latency_ms / 1000)
     return result
 
 

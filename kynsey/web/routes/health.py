@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from fastapi import APIRouter
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from sqlalchemy import text
 from sqlalchemy.exc import SQLAlchemyError
 
@@ -33,3 +33,8 @@ async def readyz(rt: RuntimeDep) -> JSONResponse:
     ready = checks["database"]["ok"] and any(c["ok"] for k, c in checks.items() if k.startswith("backend:"))
     down = [name for name, check in checks.items() if not check["ok"]]
     return JSONResponse({"ready": ready, "down": down, "checks": checks}, status_code=200 if ready else 503)
+
+
+@router.get("/metrics")
+async def metrics(rt: RuntimeDep) -> Response:
+    return Response(rt.metrics.render(), media_type="text/plain; version=0.0.4; charset=utf-8")

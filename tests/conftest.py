@@ -1,0 +1,127 @@
+"""Shared fixtures: a migrated database (SQLite, or PostgreSQL when
+KYNSEY_TEST_DATABASE_URL is set), a loopback Ollama server, and the real app."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+from sqlalchemy import text
+from sqlalchemy.engine import make_url
+
+from kynsey.settings import Settings
+from kynsey.storage.db import make_engine
+from kynsey.storage.migrate import upgrade
+from kynsey.storage.models import Base
+from tests.live import LiveServer
+from tests.servers.fake_ollama import FakeOllama
+
+PG_URL = os.environ.get("KYNSEY_TEST_DATABASE_URL")
+REDIS_URL = os.environ.get("KYNSEY_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
+DEFAULT_MODELS = {
+    "llama3.2:3b-instruct-fp16": 6_433_687_776,
+    "qwen2.5:14b-instruct": 8_988_124_069,
+    "qwen2.5-coder:7b-instruct": 4_683_087_332,
+}
+
+
+def _run(coro):
+    return asyncio.run(coro)
+
+
+async def _admin_execute(url: str, statement: str) -> None:
+    engine = make_engine(url)
+    try:
+        async with engine.connect() as conn:
+            await conn.execution_options(isolation_level="AUTOCOMMIT")
+            await conn.execute(text(statement))
+    finally:
+        await engine.dispose()
+
+
+@pytest.fixture(scope="session")
+def database_url(tmp_path_factory) -> Iterator[str]:
+    """A database migrated to head, private to this test run."""
+    if PG_URL:
+        name = f"kynsey_test_{uuid.uuid4().hex[:10]}"
+        _run(_admin_execute(PG_URL, f'CREATE DATABASE "{name}"'))
+        url = make_url(PG_URL).set(database=name).render_as_string(hide_password=False)
+        upgrade(url)
+        yield url
+        _run(_admin_execute(PG_URL, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    else:
+        url = f"sqlite+aiosqlite:///{tmp_path_factory.mktemp('db') / 'kynsey.db'}"
+        upgrade(url)
+        yield url
+
+
+async def _empty_tables(url: str) -> None:
+    engine = make_engine(url)
+    try:
+        async with engine.begin() as conn:
+            names = [t.name for t in reversed(Base.metadata.sorted_tables)]
+            if conn.dialect.name == "postgresql":
+                await conn.execute(text(f"TRUNCATE {', '.join(names)} RESTART IDENTITY CASCADE"))
+            else:
+                for name in names:
+                    await conn.execute(text(f"DELETE FROM {name}"))
+    finally:
+        await engine.dispose()
+
+
+@pytest.fixture
+def db_url(database_url: str) -> str:
+    """The run's database, emptied before each test."""
+    _run(_empty_tables(database_url))
+    return database_url
+
+
+@pytest.fixture
+def fake_ollama() -> Iterator[FakeOllama]:
+    with FakeOllama(models=dict(DEFAULT_MODELS), loaded=["llama3.2:3b-instruct-fp16"]) as fake:
+        yield fake
+
+
+@pytest.fixture
+def settings_for(db_url: str, tmp_path: Path) -> Callable[..., Settings]:
+    """Settings for a test server: this test's database and data folder, fast status refresh."""
+
+    def build(**overrides) -> Settings:
+        values = dict(
+            database_url=db_url,
+            data_dir=tmp_path / "data",
+            status_refresh=0.2,
+            status_timeout=0.5,
+            redis_prefix=f"kynsey-test-{uuid.uuid4().hex[:8]}",
+        )
+        values.update(overrides)
+        return Settings(**values)
+
+    return build
+
+
+@pytest.fixture
+def start_server(settings_for) -> Iterator[Callable[..., LiveServer]]:
+    """Start real Kynsey servers on loopback; all are stopped after the test."""
+    servers: list[LiveServer] = []
+
+    def start(**overrides) -> LiveServer:
+        server = LiveServer(settings_for(**overrides)).start()
+        servers.append(server)
+        return server
+
+    yield start
+    for server in servers:
+        server.stop()
+
+
+@pytest.fixture
+def server(start_server, fake_ollama: FakeOllama) -> LiveServer:
+    """A Kynsey server using the default catalog against the loopback Ollama."""
+    srv = start_server(ollama_host=fake_ollama.url)
+    srv.refresh_status()
+    return srv

@@ -1,0 +1,95 @@
+"""The tier catalog: the default ships the plan's three tiers; bad files name file, tier and field."""
+
+from __future__ import annotations
+
+import pytest
+
+from kynsey.catalog import load_catalog, parse_catalog
+from kynsey.errors import CatalogError
+
+BASE = """
+default_tier = "standard"
+[backends.ollama]
+kind = "ollama"
+[plans.standard]
+grants = ["standard"]
+[plans.pro]
+grants = ["standard", "pro"]
+"""
+
+
+def tier(slug: str, **extra) -> str:
+    lines = [
+        "[[tiers]]",
+        f'tier = "{slug}"',
+        f'display_name = "{slug.title()}"',
+        f'internal_name = "KYNSEY {slug}"',
+        f'model_id = "{slug}-model"',
+    ]
+    lines += [f"{key} = {value}" for key, value in extra.items()]
+    return "\n".join(lines) + "\n"
+
+
+def test_default_catalog_has_the_plans_three_tiers():
+    catalog = load_catalog(None)
+    assert list(catalog.tiers) == ["standard", "pro", "code"]
+    standard = catalog.tiers["standard"]
+    assert (standard.display_name, standard.internal_name, standard.model_id) == (
+        "Standard",
+        "KYNSEY Mini",
+        "llama3.2:3b-instruct-fp16",
+    )
+    assert standard.description == "Fast and efficient for everyday tasks"
+    assert catalog.plans_unlocking(catalog.tiers["code"]) == ["pro"]
+    assert catalog.plan_allows("standard", standard) and not catalog.plan_allows("standard", catalog.tiers["pro"])
+
+
+def test_a_valid_file_loads(tmp_path):
+    path = tmp_path / "tiers.toml"
+    path.write_text(BASE + tier("standard") + tier("pro", requires='"pro"', fallback='["standard"]'))
+    catalog = load_catalog(path)
+    assert catalog.tiers["pro"].fallback == ["standard"] and catalog.source == str(path)
+
+
+@pytest.mark.parametrize(
+    "body, tier_name, field, words",
+    [
+        (tier("standard") + tier("standard"), "standard", "tier", "duplicate"),
+        (tier("standard", fallback='["nope"]'), "standard", "fallback", "unknown fallback"),
+        (tier("standard", backend='"gpu-box"'), "standard", "backend", "unknown backend"),
+        (
+            tier("standard", fallback='["pro"]') + tier("pro", requires='"pro"', fallback='["standard"]'),
+            "standard",
+            "fallback",
+            "cycle",
+        ),
+        (tier("standard") + tier("pro", requires='"enterprise"'), "pro", "requires", "no plan grants"),
+        (tier("standard", colour='"red"'), "standard", "colour", "Extra inputs"),
+        (tier("Bad Slug"), "Bad Slug", "tier", "slug"),
+    ],
+)
+def test_invalid_catalogs_name_file_tier_and_field(tmp_path, body, tier_name, field, words):
+    path = tmp_path / "bad.toml"
+    path.write_text(BASE + body)
+    with pytest.raises(CatalogError) as caught:
+        load_catalog(path)
+    message = str(caught.value)
+    assert str(path) in message and f"tier '{tier_name}'" in message and f"field '{field}'" in message
+    assert words.lower() in message.lower()
+
+
+def test_broken_toml_and_missing_file_are_named(tmp_path):
+    with pytest.raises(CatalogError, match="not valid TOML"):
+        parse_catalog("[[tiers]\n", source="x.toml")
+    with pytest.raises(CatalogError, match="cannot read"):
+        load_catalog(tmp_path / "absent.toml")
+
+
+def test_fallback_cycle_through_three_tiers_is_shown(tmp_path):
+    body = (
+        tier("standard", fallback='["pro"]')
+        + tier("pro", requires='"pro"', fallback='["code"]')
+        + tier("code", requires='"pro"', fallback='["standard"]')
+    )
+    with pytest.raises(CatalogError, match="standard -> pro -> code -> standard"):
+        parse_catalog(BASE + body, source="c.toml")

@@ -1,0 +1,46 @@
+"""The plan's migration: users that existed before tiers are mapped to 'standard'."""
+
+from __future__ import annotations
+
+import asyncio
+
+from sqlalchemy import text
+
+from kynsey.storage.db import make_engine
+from kynsey.storage.migrate import downgrade, upgrade
+
+
+async def _execute(url: str, *statements: str) -> list:
+    engine = make_engine(url)
+    try:
+        async with engine.begin() as conn:
+            rows = []
+            for statement in statements:
+                result = await conn.execute(text(statement))
+                rows = list(result) if result.returns_rows else rows
+            return rows
+    finally:
+        await engine.dispose()
+
+
+def test_existing_users_are_mapped_to_standard(database_url):
+    # Work on the run's database: take it back to before plans existed, add users, upgrade.
+    downgrade(database_url, "0001_initial_users")
+    try:
+        asyncio.run(
+            _execute(
+                database_url,
+                "DELETE FROM api_tokens",
+                "DELETE FROM users",
+                "INSERT INTO users (name, password_hash, is_admin, created_at) VALUES "
+                "('old-ann', NULL, false, CURRENT_TIMESTAMP), ('old-bob', NULL, true, CURRENT_TIMESTAMP)",
+            )
+        )
+        upgrade(database_url, "0002_user_plan")
+        rows = asyncio.run(_execute(database_url, "SELECT name, plan FROM users ORDER BY name"))
+        assert [tuple(r) for r in rows] == [("old-ann", "standard"), ("old-bob", "standard")]
+    finally:
+        upgrade(database_url)
+    rows = asyncio.run(_execute(database_url, "SELECT name, plan, active_tier FROM users ORDER BY name"))
+    assert [tuple(r) for r in rows] == [("old-ann", "standard", None), ("old-bob", "standard", None)]
+    asyncio.run(_execute(database_url, "DELETE FROM users"))

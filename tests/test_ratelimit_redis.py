@@ -1,0 +1,21 @@
+"""Two instances sharing Redis hold the switch limit exactly (SPEC F8, N4, N5)."""
+
+from __future__ import annotations
+
+import uuid
+
+from tests.conftest import REDIS_URL
+
+
+def test_the_limit_holds_exactly_across_two_instances(start_server, fake_ollama):
+    prefix = f"kynsey-test-{uuid.uuid4().hex[:8]}"
+    one = start_server(ollama_host=fake_ollama.url, redis_url=REDIS_URL, redis_prefix=prefix)
+    two = start_server(ollama_host=fake_ollama.url, redis_url=REDIS_URL, redis_prefix=prefix)
+    token = one.add_user("alice", "pro")
+    clients = [one.client(token), two.client(token)]
+    codes = []
+    for i in range(16):
+        resp = clients[i % 2].post("/api/models/tier", json={"tier": ["pro", "standard"][i % 2]})
+        codes.append(resp.status_code)
+    assert codes.count(429) == 6 and set(codes[:10]) == {200}, codes
+    assert set(codes[10:]) == {429}
