@@ -38,3 +38,29 @@ class SwitchPublic(BaseModel):
     status: str = Field(description="ready | warming | unchanged")
     switch_ms: float
     load_ms: float | None = None
+
+
+class PlanIn(_Body):
+    plan: str = Field(min_length=1, max_length=64)
+
+
+class AdminUsersPublic(BaseModel):
+    users: list[UserPublic]
+    plans: list[str] = Field(description="the plans the catalog declares")
+
+
+class AuditPagePublic(BaseModel):
+    entries: list[dict]
+    next_before_id: int | None = Field(None, description="pass as before_id for the next, older page; null on the last")
+
+
+class ConversationIn(_Body):
+    title: str | None = Field(None, max_length=200)
+
+
+class MessageIn(_Body):
+    content: str = Field(description="The user's message; not empty, at most KYNSEY_MAX_MESSAGE_CHARS characters.")
+
+
+class WarmIn(_Body):
+    tier: str = Field(min_length=1, max_length=64)

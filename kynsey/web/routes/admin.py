@@ -1,0 +1,59 @@
+"""The admin page's API: users and their plans, and the audit log (SPEC F7, F9, F14).
+
+Every route here takes ``AdminDep``: a non-admin gets 403 ``forbidden``.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Query
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from kynsey.accounts import service as accounts
+from kynsey.audit.query import AuditFilter, entry_public, recent
+from kynsey.storage.models import User
+from kynsey.web.deps import AdminDep, DbDep, RequestIdDep, RuntimeDep
+from kynsey.web.routes.auth import user_public
+from kynsey.web.schemas import AdminUsersPublic, AuditPagePublic, PlanIn, UserPublic
+
+router = APIRouter(prefix="/api/admin", tags=["admin"])
+
+FilterText = Annotated[str | None, Query(max_length=64)]
+
+
+async def _all_users(db: AsyncSession) -> list[User]:
+    # The same one-line listing as `kynsey user list`; no rule applies to it.
+    return list(await db.scalars(select(User).order_by(User.name)))
+
+
+@router.get("/users")
+async def list_users(rt: RuntimeDep, db: DbDep, admin: AdminDep) -> AdminUsersPublic:
+    users = await _all_users(db)
+    return AdminUsersPublic(users=[user_public(rt, u) for u in users], plans=list(rt.catalog.plans))
+
+
+@router.put("/users/{name}/plan")
+async def put_plan(name: str, body: PlanIn, rt: RuntimeDep, db: DbDep, admin: AdminDep, rid: RequestIdDep) -> UserPublic:
+    await accounts.change_plan(db, rt.catalog, name, body.plan, actor=admin.name, request_id=rid)
+    user = await accounts.get_user(db, name)
+    await db.commit()
+    return user_public(rt, user)
+
+
+@router.get("/audit")
+async def list_audit(
+    db: DbDep,
+    admin: AdminDep,
+    user: FilterText = None,
+    tier: FilterText = None,
+    result: FilterText = None,
+    action: FilterText = None,
+    limit: Annotated[int, Query(ge=1, le=500)] = 100,
+    before_id: Annotated[int | None, Query(ge=1)] = None,
+) -> AuditPagePublic:
+    where = AuditFilter(user=user or None, tier=tier or None, result=result or None, action=action or None)
+    rows = await recent(db, where, limit=limit, before_id=before_id)
+    more = len(rows) == limit
+    return AuditPagePublic(entries=[entry_public(r) for r in rows], next_before_id=rows[-1].id if rows and more else None)
