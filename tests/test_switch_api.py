@@ -134,7 +134,11 @@ def test_a_slow_load_answers_202_warming_and_finishes_in_the_background(start_se
     assert client.get("/api/models/tiers").json()["active"] == "pro"
     statuses = [t["status"] for t in client.get("/api/models/tiers").json()["tiers"] if t["tier"] == "pro"]
     assert statuses == ["warming"]
-    server.call(lambda rt: rt.warmer.start(rt.catalog.tiers["pro"]))  # wait for the same single-flight load
+
+    async def same_load(rt):  # the single-flight load the switch started
+        await rt.warmer.start(rt.catalog.tiers["pro"])
+
+    server.call(same_load)
     server.refresh_status()
     assert [t["status"] for t in client.get("/api/models/tiers").json()["tiers"] if t["tier"] == "pro"] == ["ready"]
     assert fake_ollama.load_count[PRO] == 1
