@@ -19,6 +19,8 @@ from kynsey.backends import Backend, build_backends
 from kynsey.catalog import Catalog, TierProfile, load_catalog
 from kynsey.metrics import Metrics
 from kynsey.ratelimit import RateLimiter, make_storage
+from kynsey.rollout.flags import Flags
+from kynsey.rollout.guard import Guard
 from kynsey.settings import Settings
 from kynsey.storage.db import make_engine, make_sessionmaker
 
@@ -34,6 +36,8 @@ class Runtime:
     circuits: Circuits
     warmer: Warmer
     limiter: RateLimiter
+    flags: Flags
+    guard: Guard
     metrics: Metrics = field(default_factory=Metrics)
 
     def tier_status(self, tier: TierProfile) -> TierStatus:
@@ -54,6 +58,7 @@ class Runtime:
             )
         )
         self.monitor.on_refresh(self.warmer.keep_warm)
+        self.monitor.on_refresh(self.flags.refresh)
         self.monitor.start()
 
     async def aclose(self) -> None:
@@ -62,6 +67,7 @@ class Runtime:
         for backend in self.backends.values():
             await backend.aclose()
         await self.limiter.aclose()
+        await self.guard.aclose()
         await self.engine.dispose()
 
 
@@ -73,16 +79,23 @@ def build_runtime(settings: Settings, catalog: Catalog | None = None) -> Runtime
     circuits = Circuits(settings.circuit_failures, settings.circuit_cooldown)
     holder: dict[str, Runtime] = {}
     warmer = Warmer(backends, monitor, circuits, lambda: holder["rt"].catalog)
+    sessions, metrics = make_sessionmaker(engine), Metrics()
+    flags = Flags(sessions, ttl=settings.flag_cache_seconds, metrics=metrics)
+    guard = Guard(settings, flags, sessions, metrics)
+    flags.listeners.append(guard.on_flag)
     runtime = Runtime(
         settings=settings,
         catalog=catalog,
         engine=engine,
-        sessions=make_sessionmaker(engine),
+        sessions=sessions,
         backends=backends,
         monitor=monitor,
         circuits=circuits,
         warmer=warmer,
         limiter=RateLimiter(make_storage(settings.redis_url), namespace=settings.redis_prefix),
+        flags=flags,
+        guard=guard,
+        metrics=metrics,
     )
     holder["rt"] = runtime
     return runtime

@@ -61,6 +61,27 @@ class Settings(BaseSettings):
         False, description="Mark the session cookie Secure (set true behind HTTPS)."
     )
     log_level: str = Field("INFO", description="Log level (DEBUG, INFO, WARNING, ERROR).")
+    flag_cache_seconds: float = Field(
+        2.0, ge=0, description="Seconds an instance caches the feature flags; other instances' changes show within it."
+    )
+    guard_window_seconds: float = Field(
+        300.0, gt=0, description="Rollback guard: the sliding window (seconds) over which switches and replies are judged."
+    )
+    guard_min_switches: int = Field(
+        50, ge=1, description="Rollback guard: switch attempts needed in the window before the error rate counts."
+    )
+    guard_max_error_rate: float = Field(
+        0.01, ge=0, le=1, description="Rollback guard: switch error rate (failed/unavailable over attempts) that trips it."
+    )
+    guard_ttft_degradation: float = Field(
+        0.20, gt=0, description="Rollback guard: median time-to-first-token rise over the baseline that trips it (0.2 = 20%)."
+    )
+    guard_min_replies: int = Field(
+        20, ge=1, description="Rollback guard: replies needed in the window before the latency check counts."
+    )
+    guard_baseline_replies: int = Field(
+        50, ge=1, description="Rollback guard: replies after start (or re-enable) whose median is the latency baseline."
+    )
 
     @field_validator("switch_rate_limit", "chat_rate_limit", "warm_rate_limit")
     @classmethod

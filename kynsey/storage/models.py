@@ -98,3 +98,19 @@ class Message(Base):
     load_ms: Mapped[float | None] = mapped_column(Float)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class FeatureFlag(Base):
+    """A rollout flag shared by every instance; also remembers the guard's last rollback."""
+
+    __tablename__ = "feature_flags"
+
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    state: Mapped[str] = mapped_column(String(16), default="on")
+    percent: Mapped[float] = mapped_column(Float, default=100.0)
+    allowlist: Mapped[str] = mapped_column(Text, default="[]")
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    updated_by: Mapped[str | None] = mapped_column(String(64))
+    enabled_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    rollback_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    last_rollback: Mapped[str | None] = mapped_column(Text)

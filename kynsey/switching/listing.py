@@ -11,9 +11,10 @@ from kynsey.storage.models import User
 from kynsey.switching.access import active_tier, upgrade_prompt
 
 
-def list_tiers(rt: Runtime, user: User) -> dict[str, Any]:
+def list_tiers(rt: Runtime, user: User, *, switching: bool = True) -> dict[str, Any]:
+    """``switching``: is the feature flag on for ``user``? Off: the default tier answers (SPEC F10)."""
     catalog = rt.catalog
-    active = active_tier(catalog, user).tier
+    active = active_tier(catalog, user).tier if switching else catalog.default_tier
     tiers = []
     for tier in catalog.tiers.values():
         status = rt.tier_status(tier)
@@ -33,7 +34,13 @@ def list_tiers(rt: Runtime, user: User) -> dict[str, Any]:
                 "active": tier.tier == active,
             }
         )
-    return {"active": active, "default": catalog.default_tier, "plan": user.plan, "tiers": tiers}
+    return {
+        "active": active,
+        "default": catalog.default_tier,
+        "plan": user.plan,
+        "switching_enabled": switching,
+        "tiers": tiers,
+    }
 
 
 def status_report(rt: Runtime) -> dict[str, Any]:

@@ -1,24 +1,34 @@
 """Switch a user's active tier, following the plan's flowchart (SPEC F4):
 
-unknown tier -> permission -> rate limit -> availability -> warm-up (bounded)
+feature flag -> unknown tier -> permission -> rate limit -> availability -> warm-up (bounded)
 -> store -> audit -> answer. Every attempt, allowed or refused, is audited.
 """
 
 from __future__ import annotations
 
+import logging
 import time
 from dataclasses import dataclass
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from kynsey.audit import AuditRecord, append
-from kynsey.errors import BackendError, KynseyError, TierUnavailable
+from kynsey.errors import BackendError, FeatureDisabled, KynseyError, TierUnavailable
 from kynsey.ratelimit import RateInfo
+from kynsey.rollout.flags import switching_enabled
 from kynsey.runtime import Runtime
 from kynsey.storage.models import User
 from kynsey.switching.access import active_tier, require_tier
 
 UNAVAILABLE_HTTP = {"missing": 409, "unreachable": 503, "degraded": 503}
+log = logging.getLogger(__name__)
+# The audit result of a refusal, by error code.
+REFUSALS = {
+    "tier_locked": "denied",
+    "rate_limited": "rate_limited",
+    "unknown_tier": "unknown_tier",
+    "feature_disabled": "feature_disabled",
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,14 +56,16 @@ async def switch_tier(rt: Runtime, db: AsyncSession, user: User, slug: str, *, r
         await db.rollback()
         result_name, latency = _refusal(exc), _ms(started)
         await append(db, AuditRecord(**record, result=result_name, reason=exc.message, latency_ms=latency))
-        rt.metrics.switch(result_name, previous, slug if slug in catalog.tiers else "unknown", latency / 1000)
+        _observe(rt, record["subject"], result_name, previous, slug if slug in catalog.tiers else "unknown", latency)
         raise
     await append(db, AuditRecord(**record, result=result.status, latency_ms=result.latency_ms, details=_details(result)))
-    rt.metrics.switch(result.status, previous, slug, result.latency_ms / 1000)
+    _observe(rt, record["subject"], result.status, previous, slug, result.latency_ms)
     return result
 
 
 async def _switch(rt: Runtime, db: AsyncSession, user: User, slug: str, previous: str, started: float) -> SwitchResult:
+    if not await switching_enabled(rt, user):
+        raise FeatureDisabled("tier switching is not enabled for your account; the default tier answers")
     tier = require_tier(rt.catalog, user, slug)
     if tier.tier == previous:
         return SwitchResult(tier.tier, previous, "unchanged", _ms(started))
@@ -78,8 +90,17 @@ async def _switch(rt: Runtime, db: AsyncSession, user: User, slug: str, previous
 def _refusal(exc: KynseyError) -> str:
     if isinstance(exc, BackendError):
         return "failed"
-    return {"tier_locked": "denied", "rate_limited": "rate_limited", "unknown_tier": "unknown_tier"}.get(
-        exc.code, "unavailable" if isinstance(exc, TierUnavailable) else "error"
+    return REFUSALS.get(exc.code, "unavailable" if isinstance(exc, TierUnavailable) else "error")
+
+
+def _observe(rt: Runtime, user: str, result: str, previous: str, to_tier: str, latency_ms: float) -> None:
+    """Metrics, the rollback guard and one log line for every attempt."""
+    rt.metrics.switch(result, previous, to_tier, latency_ms / 1000)
+    rt.guard.record_switch(result)
+    log.info(
+        "switch %s -> %s: %s in %.1f ms", previous, to_tier, result, latency_ms,
+        extra={"event": "switch", "user": user, "from_tier": previous, "to_tier": to_tier,
+               "result": result, "latency_ms": latency_ms},
     )
 
 
