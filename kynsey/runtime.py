@@ -7,16 +7,19 @@ changes at run time is which catalog is current (a reload swaps it whole).
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass, field
 
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from kynsey.availability.circuit import Circuits
+from kynsey.availability.leases import ModelLeases
 from kynsey.availability.monitor import StatusMonitor
 from kynsey.availability.status import TierStatus, tier_status
 from kynsey.availability.warmup import Warmer
 from kynsey.backends import Backend, build_backends
 from kynsey.catalog import Catalog, TierProfile, load_catalog
+from kynsey.chat.live import LiveReplies
 from kynsey.metrics import Metrics
 from kynsey.ratelimit import RateLimiter, make_storage
 from kynsey.rollout.flags import Flags
@@ -39,6 +42,9 @@ class Runtime:
     flags: Flags
     guard: Guard
     metrics: Metrics = field(default_factory=Metrics)
+    live: LiveReplies = field(default_factory=LiveReplies)
+    leases: ModelLeases = field(default_factory=ModelLeases)
+    tasks: list[asyncio.Task] = field(default_factory=list)
 
     def tier_status(self, tier: TierProfile) -> TierStatus:
         backend = self.backends[tier.backend]
@@ -60,8 +66,15 @@ class Runtime:
         self.monitor.on_refresh(self.warmer.keep_warm)
         self.monitor.on_refresh(self.flags.refresh)
         self.monitor.start()
+        from kynsey.chat.recovery import sweep_forever
+
+        self.tasks.append(asyncio.create_task(sweep_forever(self), name="kynsey-reply-recovery"))
 
     async def aclose(self) -> None:
+        await self.live.drain(timeout=5)
+        for task in self.tasks:
+            task.cancel()
+        await asyncio.gather(*self.tasks, return_exceptions=True)
         await self.monitor.stop()
         await self.warmer.stop()
         for backend in self.backends.values():

@@ -56,6 +56,11 @@ class Settings(BaseSettings):
     load_timeout: float = Field(300.0, description="Seconds a model load may take before it counts as failed.")
     circuit_failures: int = Field(3, ge=1, description="Consecutive failures that open a model's circuit.")
     circuit_cooldown: float = Field(30.0, gt=0, description="Seconds an open circuit waits before one probe.")
+    max_message_chars: int = Field(32_000, ge=1, description="Longest chat message accepted, in characters.")
+    chat_flush_seconds: float = Field(0.25, gt=0, description="How often a streaming reply is saved.")
+    stream_stale_seconds: float = Field(
+        30.0, gt=0, description="A 'streaming' reply untouched this long lost its writer and is marked interrupted."
+    )
     session_ttl: int = Field(7 * 24 * 3600, description="Seconds a browser session lasts.")
     cookie_secure: bool = Field(
         False, description="Mark the session cookie Secure (set true behind HTTPS)."

@@ -40,3 +40,18 @@ def active_tier(catalog: Catalog, user: User) -> TierProfile:
     if tier is not None and catalog.plan_allows(user.plan, tier):
         return tier
     return catalog.tiers[catalog.default_tier]
+
+
+async def answering_tier(rt, user: User) -> TierProfile:
+    """The tier that answers ``user``'s chat (SPEC F5, F10).
+
+    The default tier while switching is off for them; otherwise their active
+    tier, which their plan must still grant: a tier they lost access to is a
+    TierLocked error with the upgrade prompt, not a silent change of model.
+    """
+    from kynsey.rollout.flags import switching_enabled
+
+    catalog = rt.catalog
+    if user.active_tier not in catalog.tiers or not await switching_enabled(rt, user):
+        return catalog.tiers[catalog.default_tier]
+    return require_tier(catalog, user, user.active_tier)

@@ -110,3 +110,21 @@ def _details(result: SwitchResult) -> dict | None:
 
 def _ms(started: float) -> float:
     return round((time.perf_counter() - started) * 1000, 3)
+
+
+async def warm_ahead(rt: Runtime, user: User, slug: str) -> str:
+    """Start loading ``slug``'s model before the user switches to it; returns its status."""
+    tier = require_tier(rt.catalog, user, slug)
+    await rt.limiter.hit(rt.settings.warm_rate_limit, "warm", str(user.id))
+    status = rt.tier_status(tier)
+    if not status.usable:
+        raise TierUnavailable(
+            f"{tier.display_name} is unavailable: {status.reason}",
+            status=UNAVAILABLE_HTTP[status.status],
+            tier=tier.tier,
+            tier_status=status.status,
+        )
+    if status.status == "cold":
+        rt.warmer.start(tier)
+        return "warming"
+    return status.status

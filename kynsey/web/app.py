@@ -12,7 +12,7 @@ from fastapi.staticfiles import StaticFiles
 from kynsey.runtime import Runtime, build_runtime
 from kynsey.settings import Settings
 from kynsey.web.errors import install_error_handlers
-from kynsey.web.routes import admin, auth, health, tiers
+from kynsey.web.routes import admin, auth, conversations, health, tiers
 
 STATIC = Path(__file__).parent / "static"
 
@@ -53,7 +53,7 @@ def create_app(settings: Settings | None = None, runtime: Runtime | None = None)
 
     app = FastAPI(title="Kynsey", version="0.1.0", lifespan=lifespan)
     install_error_handlers(app)
-    for module in (auth, tiers, health, admin):
+    for module in (auth, tiers, conversations, health, admin):
         app.include_router(module.router)
     if STATIC.is_dir():
         app.mount("/", StaticFiles(directory=STATIC, html=True), name="static")

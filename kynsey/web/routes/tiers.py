@@ -6,9 +6,9 @@ from fastapi import APIRouter, Response
 
 from kynsey.rollout.flags import switching_enabled
 from kynsey.switching.listing import list_tiers, status_report
-from kynsey.switching.service import switch_tier
+from kynsey.switching.service import switch_tier, warm_ahead
 from kynsey.web.deps import DbDep, RequestIdDep, RuntimeDep, UserDep
-from kynsey.web.schemas import SwitchIn, SwitchPublic
+from kynsey.web.schemas import SwitchIn, SwitchPublic, WarmIn
 
 router = APIRouter(prefix="/api/models", tags=["tiers"])
 
@@ -42,3 +42,9 @@ async def post_tier(body: SwitchIn, response: Response, rt: RuntimeDep, db: DbDe
 async def get_status(rt: RuntimeDep, user: UserDep) -> dict:
     await rt.monitor.wait_first()
     return status_report(rt)
+
+
+@router.post("/warm", status_code=202)
+async def post_warm(body: WarmIn, rt: RuntimeDep, user: UserDep) -> dict:
+    """Load a tier's model ahead of a switch (the page calls this when the selector opens)."""
+    return {"tier": body.tier, "status": await warm_ahead(rt, user, body.tier)}

@@ -1,0 +1,86 @@
+"""Conversations belong to one user; anyone else gets a 404, by every route (SPEC N4)."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime
+
+from sqlalchemy import delete, func, select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from kynsey.errors import ConversationNotFound, InvalidRequest
+from kynsey.storage.models import Conversation, Message, User
+
+TITLE_MAX = 200
+
+
+def new_id() -> str:
+    return uuid.uuid4().hex
+
+
+async def create(db: AsyncSession, user: User, title: str | None) -> Conversation:
+    title = (title or "").strip()
+    if len(title) > TITLE_MAX:
+        raise InvalidRequest(f"a title has at most {TITLE_MAX} characters", field="title")
+    now = datetime.now(UTC)
+    conversation = Conversation(id=new_id(), user_id=user.id, title=title, created_at=now, updated_at=now)
+    db.add(conversation)
+    await db.commit()
+    return conversation
+
+
+async def owned(db: AsyncSession, user: User, conversation_id: str) -> Conversation:
+    conversation = await db.get(Conversation, conversation_id) if len(conversation_id) <= 32 else None
+    if conversation is None or conversation.user_id != user.id:
+        raise ConversationNotFound(f"there is no conversation '{conversation_id[:40]}' for you")
+    return conversation
+
+
+async def list_for(db: AsyncSession, user: User, limit: int = 200) -> list[Conversation]:
+    stmt = select(Conversation).where(Conversation.user_id == user.id).order_by(Conversation.updated_at.desc()).limit(limit)
+    return list(await db.scalars(stmt))
+
+
+async def messages(db: AsyncSession, conversation_id: str) -> list[Message]:
+    stmt = select(Message).where(Message.conversation_id == conversation_id).order_by(Message.seq)
+    return list(await db.scalars(stmt))
+
+
+async def remove(db: AsyncSession, user: User, conversation_id: str) -> None:
+    conversation = await owned(db, user, conversation_id)
+    await db.execute(delete(Message).where(Message.conversation_id == conversation.id))
+    await db.delete(conversation)
+    await db.commit()
+
+
+async def next_seq(db: AsyncSession, conversation_id: str) -> int:
+    last = await db.scalar(select(func.max(Message.seq)).where(Message.conversation_id == conversation_id))
+    return (last or 0) + 1
+
+
+def message_public(message: Message, live_text: str | None = None) -> dict:
+    return {
+        "id": message.id,
+        "role": message.role,
+        "content": live_text if live_text is not None else message.content,
+        "status": message.status,
+        "tier": message.tier,
+        "model": message.model,
+        "fallback_from": message.fallback_from,
+        "fallback_reason": message.fallback_reason,
+        "error": message.error,
+        "ttft_ms": message.ttft_ms,
+        "tokens": message.tokens,
+        "tokens_per_s": message.tokens_per_s,
+        "load_ms": message.load_ms,
+        "created_at": message.created_at.isoformat() if message.created_at else None,
+    }
+
+
+def conversation_public(conversation: Conversation) -> dict:
+    return {
+        "id": conversation.id,
+        "title": conversation.title,
+        "created_at": conversation.created_at.isoformat() if conversation.created_at else None,
+        "updated_at": conversation.updated_at.isoformat() if conversation.updated_at else None,
+    }

@@ -1,0 +1,114 @@
+"""Kill the server with SIGKILL mid-reply: nothing acknowledged is lost (SPEC F5, N3)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+import asyncio
+
+import httpx
+from sqlalchemy import select
+
+from kynsey.storage.db import make_engine
+from kynsey.storage.models import Message
+from tests.sse import events
+
+PYTHON_CLI = [sys.executable, "-m", "kynsey.cli"]
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def cli(env: dict, *args: str) -> str:
+    done = subprocess.run([*PYTHON_CLI, *args], env=env, capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL)
+    assert done.returncode == 0, done.stderr
+    return done.stdout.strip()
+
+
+def serve(env: dict, port: int) -> subprocess.Popen:
+    proc = subprocess.Popen([*PYTHON_CLI, "serve", "--port", str(port)], env=env, stderr=subprocess.PIPE)
+    for _ in range(300):
+        try:
+            if httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1).status_code == 200:
+                return proc
+        except httpx.TransportError:
+            pass
+        assert proc.poll() is None, proc.stderr.read().decode()
+        time.sleep(0.05)
+    raise AssertionError("kynsey serve did not start")
+
+
+def stored_reply_text(db_url: str, message_id: str) -> str:
+    """What the database holds (not what the live process shows)."""
+
+    async def read() -> str:
+        engine = make_engine(db_url)
+        try:
+            async with engine.connect() as conn:
+                return (await conn.execute(select(Message.content).where(Message.id == message_id))).scalar_one()
+        finally:
+            await engine.dispose()
+
+    return asyncio.run(read())
+
+
+def poll(check, what: str, attempts: int = 200):
+    for _ in range(attempts):
+        value = check()
+        if value:
+            return value
+        time.sleep(0.05)
+    raise AssertionError(f"never saw {what}")
+
+
+def test_sigkill_mid_reply_keeps_the_message_and_the_partial_reply(db_url, fake_ollama, tmp_path):
+    env = {
+        **os.environ,
+        "KYNSEY_DATABASE_URL": db_url,
+        "KYNSEY_DATA_DIR": str(tmp_path),
+        "OLLAMA_HOST": fake_ollama.url,
+        "KYNSEY_STREAM_STALE_SECONDS": "1",
+        "KYNSEY_CHAT_FLUSH_SECONDS": "0.1",
+    }
+    cli(env, "user", "add", "alice", "--plan", "pro")
+    token = cli(env, "user", "token", "alice")
+    port = free_port()
+    fake_ollama.reply = " ".join(f"t{i}" for i in range(400))
+    fake_ollama.token_delay = 0.02
+    proc = serve(env, port)
+    client = httpx.Client(base_url=f"http://127.0.0.1:{port}", headers={"Authorization": f"Bearer {token}"}, timeout=30)
+    try:
+        cid = client.post("/api/conversations", json={}).json()["id"]
+        with client.stream("POST", f"/api/conversations/{cid}/messages", json={"content": "keep me"}) as resp:
+            stream = events(resp)
+            name, start = next(stream)
+            assert name == "start" and next(stream)[0] == "delta"
+            poll(lambda: stored_reply_text(db_url, start["message_id"]), "partial text saved")
+            os.kill(proc.pid, signal.SIGKILL)
+            proc.wait(timeout=10)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    proc = serve(env, port)
+    try:
+        def recovered():
+            messages = client.get(f"/api/conversations/{cid}").json()["messages"]
+            return messages if messages[-1]["status"] == "interrupted" else None
+
+        messages = poll(recovered, "the reply marked interrupted")
+        assert [(m["role"], m["status"]) for m in messages] == [("user", "complete"), ("assistant", "interrupted")]
+        assert messages[0]["content"] == "keep me"
+        partial = messages[1]["content"]
+        assert partial and fake_ollama.reply.startswith(partial) and len(partial) < len(fake_ollama.reply)
+        assert messages[1]["error"]
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=20)
