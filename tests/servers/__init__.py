@@ -39,7 +39,7 @@ JSON = b"application/json"
 # "hang" ends promptly.
 _POLL = 0.05
 # Failure modes that strike after some tokens; the others answer before any.
-STREAMED_FAILURES = ("stream_error", "disconnect")
+STREAMED_FAILURES = ("stream_error", "disconnect", "truncate")
 
 
 class Gone(Exception):
@@ -199,7 +199,7 @@ class FakeModelServer(LoopbackServer):
         self.status_delay = 0.0
         self.reply: str | None = None
         self.reply_tokens: int | None = None
-        self.fail_after_tokens = 2  # tokens sent before "stream_error"/"disconnect" strike
+        self.fail_after_tokens = 2  # tokens sent before a streamed failure strikes
         self.requests: list[tuple[str, dict[str, Any]]] = []
         self.record_requests = True
         self.routes: dict[tuple[str, str], Handler] = {}

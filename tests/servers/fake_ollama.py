@@ -38,11 +38,14 @@ DEFAULT_MODELS = {
 DEFAULT_NUM_CTX = 4096  # Ollama's context length when a request sets none
 DEFAULT_KEEP_ALIVE = 300.0
 FOREVER_DAYS = 106_751  # Go's max time.Duration, which Ollama uses for "forever"
+CUT_JSON = b'{"model":'  # what "truncate" leaves of a one-object answer
 MODIFIED_AT = "2025-01-01T00:00:00.000000Z"
 STREAM_ERROR = "an error was encountered while running the model: unexpected EOF"
 # Failures answered before any reply: mode -> (status, error). The other modes:
 # "stream_error" (tokens, then an error line), "disconnect" (tokens, then the
-# connection drops) and "hang" (no answer until the client leaves or the server stops).
+# connection drops), "truncate" (tokens, then the response ends cleanly without
+# its done line; a load or "stream": false gets cut JSON) and "hang" (no answer
+# until the client leaves or the server stops).
 FAILURES = {
     "missing": (404, "model '{model}' not found"),
     "busy": (503, "server busy, please try again.  maximum pending requests exceeded"),
@@ -298,6 +301,9 @@ class FakeOllama(FakeModelServer):
         if mode == "stream_error":  # a load has no tokens: the error is its only line
             await send_json(send, 200, {"error": FAILURES["load_fail"][1]})
             return
+        if mode == "truncate":
+            await send_bytes(send, 200, CUT_JSON)
+            return
         await self._ensure_loaded(name, body.get("options"))
         self._keep(name, keep_alive)
         await send_json(send, 200, self._empty_answer(model, kind, "load"))
@@ -383,6 +389,9 @@ class FakeOllama(FakeModelServer):
         if mode == "stream_error":
             await send({"type": "http.response.body", "body": json.dumps({"error": STREAM_ERROR}).encode() + b"\n"})
             return
+        if mode == "truncate":
+            await send({"type": "http.response.body", "body": b""})
+            return
         if mode == "disconnect":
             await drop_connection(send, watch)
         final = json.dumps(self._final(model, kind, figures, len(lines), first_ns)).encode() + b"\n"
@@ -392,6 +401,9 @@ class FakeOllama(FakeModelServer):
         await self.generate_time(len(lines), watch)
         if mode == "stream_error":
             await send_json(send, 500, {"error": STREAM_ERROR})
+            return
+        if mode == "truncate":
+            await send_bytes(send, 200, CUT_JSON)
             return
         if mode == "disconnect":
             await drop_connection(send, watch)

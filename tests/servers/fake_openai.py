@@ -5,7 +5,7 @@ object, or with ``"stream": true`` server-sent events: chunks with
 ``choices[0].delta``, a last chunk carrying ``finish_reason``, a usage chunk
 when ``stream_options.include_usage`` is set, then ``data: [DONE]``. Errors
 are ``{"error": {"message", "type", "code"}}``. Knobs and failure modes match
-``FakeOllama`` (see ``FAILURES``); ``api_key`` makes the server answer 401 to
+``FakeOllama`` (see ``FAILURES``; "rate_limited" answers 429); ``api_key`` makes the server answer 401 to
 requests without that bearer token; ``version`` (when set) is served at
 GET /version, as vLLM does.
 
@@ -150,6 +150,9 @@ class FakeOpenAI(FakeModelServer):
             error = error_body(STREAM_ERROR, "server_error", 500)
             await send({"type": "http.response.body", "body": b"data: " + json.dumps(error).encode() + b"\n\ndata: [DONE]\n\n"})
             return
+        if mode == "truncate":  # ends cleanly, but without finish_reason or [DONE]
+            await send({"type": "http.response.body", "body": b""})
+            return
         if mode == "disconnect":
             await drop_connection(send, watch)
         tail = self._event(ident, model, [{"index": 0, "delta": {}, "finish_reason": reason}])
@@ -161,6 +164,10 @@ class FakeOpenAI(FakeModelServer):
         await self.generate_time(len(lines), watch)
         if mode == "stream_error":
             await send_json(send, 500, error_body(STREAM_ERROR, "server_error", 500))
+            return
+        if mode == "truncate":
+            await send({"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"application/json")]})
+            await send({"type": "http.response.body", "body": b'{"id":'})
             return
         if mode == "disconnect":
             await drop_connection(send, watch)
