@@ -1,0 +1,297 @@
+"""OpenAI-compatible servers (llama.cpp server, vLLM, ...): /v1/models and
+/v1/chat/completions streamed as server-sent events (SPEC F2).
+
+Such servers serve exactly the models they list, already in memory, so every
+listed model is installed and loaded; load only checks the model is listed
+and unload does nothing. Errors arrive as ``{"error": {"message", "type",
+"code"}}`` (vLLM also uses a top-level ``message``); an unknown model is a 404
+and a full server a 503 or 429. A stream is complete at ``data: [DONE]`` (or
+at its end once a ``finish_reason`` arrived); an error object inside the
+stream breaks it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+
+from kynsey.backends.base import Backend, BackendSnapshot, ChatChunk, ChatMessage, HostSnapshot, ModelState
+from kynsey.backends.http import new_client, pick_host, request_error, stream_error
+from kynsey.errors import BackendBusy, BackendError, ModelMissing, StreamBroken
+
+# Kynsey's tier options (Ollama's names) -> the OpenAI request field.
+OPTION_FIELDS = {
+    "temperature": "temperature",
+    "top_p": "top_p",
+    "seed": "seed",
+    "stop": "stop",
+    "max_tokens": "max_tokens",
+    "num_predict": "max_tokens",
+    "presence_penalty": "presence_penalty",
+    "frequency_penalty": "frequency_penalty",
+}
+
+
+def base_url(host: str) -> str:
+    """A server's root URL; a trailing '/v1' (as OpenAI clients are configured) is dropped."""
+    url = host.strip().rstrip("/")
+    if "://" not in url:
+        url = "http://" + url
+    return url[: -len("/v1")] if url.endswith("/v1") else url
+
+
+def request_options(options: dict[str, Any]) -> dict[str, Any]:
+    """Tier options as OpenAI request fields; server-side ones (num_ctx, ...) have no equivalent."""
+    fields: dict[str, Any] = {}
+    for name, value in options.items():
+        field = OPTION_FIELDS.get(name)
+        if field is None or value is None:
+            continue
+        if field == "max_tokens" and (not isinstance(value, int) or value < 0):
+            continue  # Ollama's num_predict -1 means "no limit"
+        fields[field] = value
+    return fields
+
+
+def _message(resp: httpx.Response) -> str:
+    try:
+        body = resp.json()
+    except ValueError:
+        return resp.text.strip()[:300] or resp.reason_phrase
+    return _error_text(body)[:300]
+
+
+def _error_text(body: Any) -> str:
+    if isinstance(body, dict):
+        error = body.get("error")
+        if isinstance(error, dict):
+            return str(error.get("message") or error)
+        if error:
+            return str(error)
+        if body.get("message") or body.get("detail"):
+            return str(body.get("message") or body.get("detail"))
+    return str(body)
+
+
+def translate_status(resp: httpx.Response, model: str) -> BackendError:
+    """One HTTP failure of an OpenAI-compatible server as Kynsey's backend error."""
+    text = _message(resp)
+    status = resp.status_code
+    if status == 404:
+        return ModelMissing(f"model '{model}' is not served by the backend ({text})", model=model)
+    if status in (429, 503):
+        return BackendBusy(f"the backend is busy ({text})", model=model)
+    if status in (401, 403):
+        return BackendError(f"the backend refused Kynsey's API key ({status}: {text})", model=model)
+    return BackendError(f"the backend answered {status}: {text}", model=model)
+
+
+class SSEReader:
+    """Server-sent events, fed line by line; yields each event's data once its blank line arrives."""
+
+    def __init__(self) -> None:
+        self._data: list[str] = []
+
+    def feed(self, line: str) -> str | None:
+        if not line:
+            return self.flush()
+        if line.startswith(":"):  # a comment, used as a keep-alive
+            return None
+        name, _, value = line.partition(":")
+        if name == "data":
+            self._data.append(value[1:] if value.startswith(" ") else value)
+        return None
+
+    def flush(self) -> str | None:
+        if not self._data:
+            return None
+        data, self._data = "\n".join(self._data), []
+        return data
+
+
+@dataclass(slots=True)
+class _Reply:
+    """What a stream told so far, for its last chunk."""
+
+    chunks: int = 0
+    finish_reason: str | None = None
+    usage: dict[str, Any] | None = None
+
+    def final(self) -> ChatChunk:
+        usage = self.usage or {}
+        return ChatChunk(
+            done=True,
+            tokens=usage.get("completion_tokens") or self.chunks,
+            prompt_tokens=usage.get("prompt_tokens"),
+            done_reason=self.finish_reason or "stop",
+        )
+
+
+class OpenAIBackend(Backend):
+    kind = "openai"
+
+    def __init__(
+        self,
+        name: str,
+        hosts: Sequence[str],
+        *,
+        api_key: str | None,
+        connect_timeout: float,
+        read_timeout: float,
+        load_timeout: float,
+    ) -> None:
+        super().__init__(name)
+        if not hosts:
+            raise ValueError("an OpenAI-compatible backend needs at least one host")
+        self.hosts = [base_url(h) for h in hosts]
+        self.load_timeout = load_timeout
+        headers = {"Authorization": f"Bearer {api_key}"} if api_key else None
+        self._clients = {
+            url: new_client(url, connect_timeout=connect_timeout, read_timeout=read_timeout, headers=headers)
+            for url in self.hosts
+        }
+        self.snapshot = BackendSnapshot(name, self.kind, tuple(HostSnapshot(u, False, error="not probed yet") for u in self.hosts))
+
+    # -- status -----------------------------------------------------------------
+    async def probe(self, timeout: float) -> BackendSnapshot:
+        hosts = await asyncio.gather(*(self._probe_host(url, timeout) for url in self.hosts))
+        self.snapshot = BackendSnapshot(self.name, self.kind, tuple(hosts))
+        return self.snapshot
+
+    async def _probe_host(self, url: str, timeout: float) -> HostSnapshot:
+        client = self._clients[url]
+        started = time.perf_counter()
+        version = asyncio.ensure_future(self._version(client, timeout))
+        try:
+            async with asyncio.timeout(timeout):
+                resp = await client.get("/v1/models", timeout=timeout)
+            latency = (time.perf_counter() - started) * 1000
+            resp.raise_for_status()
+            models = self._models(resp.json())
+            # The version is optional: take it if it arrives within what is left of the timeout.
+            await asyncio.wait({version}, timeout=max(timeout - (time.perf_counter() - started), 0))
+            found = version.result() if version.done() else None
+            return HostSnapshot(url, True, found, round(latency, 2), None, models)
+        except (TimeoutError, httpx.TimeoutException):
+            return HostSnapshot(url, False, error=f"no answer within {timeout:g}s")
+        except httpx.HTTPStatusError as exc:
+            return HostSnapshot(url, False, error=f"answered {exc.response.status_code} to {exc.request.url.path}")
+        except (httpx.HTTPError, ValueError) as exc:
+            return HostSnapshot(url, False, error=f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__)
+        finally:
+            version.cancel()
+
+    @staticmethod
+    async def _version(client: httpx.AsyncClient, timeout: float) -> str | None:
+        """vLLM answers GET /version; llama.cpp and others do not, which is fine."""
+        try:
+            resp = await client.get("/version", timeout=timeout)
+            body = resp.json() if resp.status_code == 200 else None
+        except (httpx.HTTPError, ValueError):
+            return None
+        return str(body["version"]) if isinstance(body, dict) and body.get("version") else None
+
+    @staticmethod
+    def _models(body: Any) -> dict[str, ModelState]:
+        data = body.get("data") if isinstance(body, dict) else None
+        if not isinstance(data, list):
+            raise ValueError("/v1/models did not answer a list of models")
+        models: dict[str, ModelState] = {}
+        for item in data:
+            if isinstance(item, dict) and isinstance(item.get("id"), str):
+                details = {"owned_by": item["owned_by"]} if item.get("owned_by") else {}
+                models[item["id"]] = ModelState(item["id"], installed=True, loaded=True, details=details)
+        return models
+
+    def _client_for(self, model: str) -> httpx.AsyncClient:
+        return self._clients[pick_host(self.snapshot, self.hosts, model)]
+
+    # -- load / unload ----------------------------------------------------------
+    async def load(self, model_id: str, *, keep_alive: str | int, options: dict[str, Any]) -> float:
+        """Nothing to load: check that the server lists the model."""
+        client = self._client_for(model_id)
+        try:
+            resp = await client.get("/v1/models")
+        except httpx.HTTPError as exc:
+            raise request_error(exc, client, "/v1/models", model_id, loading=False) from exc
+        if resp.status_code >= 400:
+            raise translate_status(resp, model_id)
+        try:
+            listed = self._models(resp.json())
+        except ValueError as exc:
+            raise BackendError(f"{client.base_url} answered /v1/models with no list of models", model=model_id) from exc
+        if model_id not in listed:
+            raise ModelMissing(f"model '{model_id}' is not served by {client.base_url}", model=model_id)
+        return 0.0
+
+    async def unload(self, model_id: str) -> None:
+        """The server decides what stays in memory."""
+
+    # -- chat ---------------------------------------------------------------------
+    async def chat(
+        self, model_id: str, messages: Sequence[ChatMessage], *, options: dict[str, Any], keep_alive: str | int
+    ) -> AsyncIterator[ChatChunk]:
+        client = self._client_for(model_id)
+        body = {
+            "model": model_id,
+            "messages": [{"role": m.role, "content": m.content} for m in messages],
+            "stream": True,
+            "stream_options": {"include_usage": True},
+            **request_options(options),
+        }
+        reply, events = _Reply(), SSEReader()
+        try:
+            async with client.stream("POST", "/v1/chat/completions", json=body) as resp:
+                if resp.status_code >= 400:
+                    await resp.aread()
+                    raise translate_status(resp, model_id)
+                async for line in resp.aiter_lines():
+                    data = events.feed(line)
+                    if data == "[DONE]":
+                        yield reply.final()
+                        return
+                    chunk = self._chunk(model_id, data, reply) if data is not None else None
+                    if chunk is not None:
+                        yield chunk
+                tail = events.flush()  # a server may close without the blank line after its last event
+        except httpx.HTTPError as exc:
+            raise stream_error(exc, client, model_id) from exc
+        chunk = self._chunk(model_id, tail, reply) if tail not in (None, "[DONE]") else None
+        if chunk is not None:
+            yield chunk
+        if tail == "[DONE]" or reply.finish_reason is not None:
+            yield reply.final()
+            return
+        raise StreamBroken(f"the stream from {client.base_url} ended before it was complete", model=model_id)
+
+    @staticmethod
+    def _chunk(model: str, data: str, reply: _Reply) -> ChatChunk | None:
+        try:
+            event = json.loads(data)
+        except ValueError as exc:
+            raise StreamBroken(f"the backend sent an event that is not JSON: {data[:80]!r}", model=model) from exc
+        if not isinstance(event, dict):
+            raise StreamBroken(f"the backend sent an event that is not an object: {data[:80]!r}", model=model)
+        if event.get("error") is not None or event.get("object") == "error":
+            raise StreamBroken(f"the backend stopped the reply: {_error_text(event)[:300]}", model=model)
+        if isinstance(event.get("usage"), dict):
+            reply.usage = event["usage"]
+        text = ""
+        for choice in event.get("choices") or []:
+            if not isinstance(choice, dict) or choice.get("index", 0) != 0:
+                continue
+            text += (choice.get("delta") or {}).get("content") or ""
+            reply.finish_reason = choice.get("finish_reason") or reply.finish_reason
+        if not text:
+            return None
+        reply.chunks += 1
+        return ChatChunk(text=text)
+
+    async def aclose(self) -> None:
+        await asyncio.gather(*(c.aclose() for c in self._clients.values()))

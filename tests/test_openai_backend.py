@@ -1,0 +1,272 @@
+"""OpenAIBackend against a real fake OpenAI-compatible server on loopback (SPEC F2, F3)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+
+import httpx
+import pytest
+
+from kynsey.backends.base import ChatChunk, ChatMessage
+from kynsey.backends.openai_compat import OpenAIBackend, SSEReader, _Reply, base_url, request_options
+from kynsey.errors import BackendBusy, BackendError, BackendUnreachable, ModelMissing, StreamBroken
+from tests.servers.fake_openai import FakeOpenAI
+
+MINI = "llama3.2:3b-instruct-fp16"
+PRO = "qwen2.5:14b-instruct"
+HELLO = [ChatMessage("user", "hello there")]
+
+
+@pytest.fixture
+def fake():
+    with FakeOpenAI([MINI, PRO]) as server:
+        yield server
+
+
+def run(scenario, *urls: str, api_key: str | None = None, read_timeout: float = 5.0):
+    """Run ``scenario(backend)`` with a fresh backend on a fresh event loop, then close it."""
+
+    async def main():
+        backend = OpenAIBackend(
+            "openai", list(urls), api_key=api_key, connect_timeout=1.0, read_timeout=read_timeout, load_timeout=5.0
+        )
+        try:
+            return await scenario(backend)
+        finally:
+            await backend.aclose()
+
+    return asyncio.run(main())
+
+
+async def collect(backend, model: str, messages=HELLO, **options) -> list[ChatChunk]:
+    return [c async for c in backend.chat(model, messages, options=options, keep_alive="5m")]
+
+
+# -- the fake speaks the protocol --------------------------------------------------------------
+def test_fake_streams_server_sent_events_ending_with_done(fake):
+    body = {"model": MINI, "stream": True, "stream_options": {"include_usage": True}, "messages": [{"role": "user", "content": "a b"}]}
+    with httpx.stream("POST", fake.url + "/v1/chat/completions", json=body) as resp:
+        assert resp.headers["content-type"] == "text/event-stream"
+        events = [line[len("data: "):] for line in resp.iter_lines() if line]
+    assert events[-1] == "[DONE]"
+    chunks = [json.loads(e) for e in events[:-1]]
+    assert all(c["object"] == "chat.completion.chunk" and c["model"] == MINI for c in chunks)
+    assert chunks[0]["choices"][0]["delta"]["role"] == "assistant"
+    assert "".join(c["choices"][0]["delta"].get("content", "") for c in chunks if c["choices"]) == "Echo: a b"
+    assert chunks[-2]["choices"][0]["finish_reason"] == "stop"
+    assert chunks[-1]["choices"] == [] and chunks[-1]["usage"]["completion_tokens"] == 3
+
+
+def test_fake_lists_models_and_requires_its_api_key():
+    with FakeOpenAI([MINI], api_key="sekrit") as fake:
+        assert httpx.get(fake.url + "/v1/models").status_code == 401
+        listed = httpx.get(fake.url + "/v1/models", headers={"Authorization": "Bearer sekrit"}).json()
+        assert listed["object"] == "list"
+        assert [(m["id"], m["object"]) for m in listed["data"]] == [(MINI, "model")]
+
+
+# -- status --------------------------------------------------------------------------------------
+def test_probe_lists_every_model_as_installed_and_loaded(fake):
+    async def scenario(backend):
+        return await backend.probe(timeout=2)
+
+    snap = run(scenario, fake.url)
+    assert snap.reachable and snap.hosts[0].version is None and snap.hosts[0].latency_ms is not None
+    assert snap.model(MINI).loaded and snap.model(PRO).installed
+    assert snap.model("nope") is None
+
+
+def test_probe_reads_the_version_when_the_server_has_one(fake):
+    fake.version = "0.6.3"
+
+    async def scenario(backend):
+        return await backend.probe(timeout=2)
+
+    assert run(scenario, fake.url + "/v1/").hosts[0].version == "0.6.3"
+
+
+def test_probe_of_a_stopped_or_slow_server_is_unreachable(fake):
+    fake.status_delay = 30
+
+    async def scenario(backend):
+        return await asyncio.wait_for(backend.probe(timeout=0.2), timeout=5)
+
+    slow = run(scenario, fake.url)
+    assert not slow.reachable and slow.hosts[0].error == "no answer within 0.2s"
+    fake.stop()
+    assert not run(scenario, fake.url).reachable
+
+
+def test_api_key_is_sent_and_a_wrong_one_is_refused():
+    with FakeOpenAI([MINI], api_key="sekrit") as fake:
+
+        async def scenario(backend):
+            return await backend.probe(timeout=2)
+
+        assert run(scenario, fake.url, api_key="sekrit").reachable
+        refused = run(scenario, fake.url, api_key="wrong")
+        assert not refused.reachable and "401" in refused.hosts[0].error
+
+        async def chat(backend):
+            with pytest.raises(BackendError, match="API key"):
+                await collect(backend, MINI)
+
+        run(chat, fake.url, api_key="wrong")
+
+
+# -- load / unload ---------------------------------------------------------------------------------
+def test_load_checks_the_model_is_listed(fake):
+    async def scenario(backend):
+        took = await backend.load(MINI, keep_alive="5m", options={"num_ctx": 4096})
+        with pytest.raises(ModelMissing):
+            await backend.load("nope", keep_alive="5m", options={})
+        await backend.unload(MINI)
+        return took
+
+    assert run(scenario, fake.url) == 0.0
+    assert [path for path, _ in fake.requests] == ["/v1/models", "/v1/models"]  # unload sends nothing
+
+
+def test_load_on_a_stopped_server_is_unreachable(fake):
+    fake.stop()
+
+    async def scenario(backend):
+        with pytest.raises(BackendUnreachable):
+            await backend.load(MINI, keep_alive="5m", options={})
+
+    run(scenario, fake.url)
+
+
+# -- chat ------------------------------------------------------------------------------------------
+def test_chat_streams_deltas_then_usage(fake):
+    async def scenario(backend):
+        return await collect(backend, PRO, [ChatMessage("system", "be brief"), ChatMessage("user", "hi you")])
+
+    *parts, final = run(scenario, fake.url)
+    assert "".join(c.text for c in parts) == "Echo: hi you"
+    assert final == ChatChunk(done=True, tokens=3, prompt_tokens=4, done_reason="stop")
+    path, body = fake.requests[-1]
+    assert path == "/v1/chat/completions"
+    assert body["stream"] is True and body["stream_options"] == {"include_usage": True}
+    assert body["messages"] == [{"role": "system", "content": "be brief"}, {"role": "user", "content": "hi you"}]
+
+
+def test_chat_maps_tier_options_to_openai_fields(fake):
+    async def scenario(backend):
+        return await collect(backend, MINI, temperature=0.2, top_p=0.9, num_predict=2, seed=7, num_ctx=8192, stop=["\n"])
+
+    final = run(scenario, fake.url)[-1]
+    assert final.tokens == 2 and final.done_reason == "length"
+    body = fake.requests[-1][1]
+    assert {k: body[k] for k in ("temperature", "top_p", "max_tokens", "seed", "stop")} == {
+        "temperature": 0.2, "top_p": 0.9, "max_tokens": 2, "seed": 7, "stop": ["\n"],
+    }
+    assert "num_ctx" not in body and "num_predict" not in body
+
+
+def test_request_options_drop_unlimited_and_unknown_values():
+    assert request_options({"num_predict": -1, "num_ctx": 4096, "temperature": None}) == {}
+    assert request_options({"max_tokens": 10}) == {"max_tokens": 10}
+
+
+def test_base_url_accepts_the_v1_form_clients_use():
+    assert base_url("http://h:8000/v1/") == "http://h:8000"
+    assert base_url("h:8080") == "http://h:8080"
+
+
+@pytest.mark.parametrize(
+    ("mode", "error"),
+    [
+        ("missing", ModelMissing),
+        ("busy", BackendBusy),
+        ("rate_limited", BackendBusy),
+        ("load_fail", BackendError),
+        ("error_500", BackendError),
+    ],
+)
+def test_chat_failures_before_the_first_token(fake, mode, error):
+    fake.fail[MINI] = mode
+    received: list[ChatChunk] = []
+
+    async def scenario(backend):
+        with pytest.raises(BackendError) as caught:
+            async for chunk in backend.chat(MINI, HELLO, options={}, keep_alive="5m"):
+                received.append(chunk)
+        return caught.value
+
+    exc = run(scenario, fake.url)
+    assert type(exc) is error and exc.details["model"] == MINI
+    assert received == []
+
+
+def test_chat_for_a_model_not_listed_is_missing(fake):
+    async def scenario(backend):
+        with pytest.raises(ModelMissing):
+            await collect(backend, "nope")
+
+    run(scenario, fake.url)
+
+
+@pytest.mark.parametrize("mode", ["stream_error", "disconnect", "truncate"])
+def test_chat_broken_after_some_tokens_is_stream_broken(fake, mode):
+    fake.fail[MINI] = mode
+    received: list[ChatChunk] = []
+
+    async def scenario(backend):
+        with pytest.raises(StreamBroken):
+            async for chunk in backend.chat(MINI, [ChatMessage("user", "one two three")], options={}, keep_alive="5m"):
+                received.append(chunk)
+
+    run(scenario, fake.url)
+    assert "".join(c.text for c in received) == "Echo: one"
+    assert not any(c.done for c in received)
+
+
+def test_chat_to_a_stopped_server_is_unreachable(fake):
+    fake.stop()
+
+    async def scenario(backend):
+        with pytest.raises(BackendUnreachable):
+            await collect(backend, MINI)
+
+    run(scenario, fake.url)
+
+
+def test_chat_that_never_answers_fails_after_the_read_timeout(fake):
+    fake.fail[MINI] = "hang"
+
+    async def scenario(backend):
+        with pytest.raises(BackendError):
+            await asyncio.wait_for(collect(backend, MINI), timeout=5)
+
+    run(scenario, fake.url, read_timeout=0.3)
+
+
+def test_a_stream_without_usage_counts_its_chunks():
+    reply, events = _Reply(), SSEReader()
+    lines = ['data: {"choices":[{"index":0,"delta":{"content":"a"}}]}', "", ": keep-alive", "",
+             'data: {"choices":[{"index":0,"delta":{"content":"b"},"finish_reason":"stop"}]}', ""]
+    texts = []
+    for line in lines:
+        data = events.feed(line)
+        if data is not None:
+            chunk = OpenAIBackend._chunk(MINI, data, reply)
+            texts.append(chunk.text if chunk else None)
+    assert texts == ["a", "b"]
+    assert reply.final() == ChatChunk(done=True, tokens=2, prompt_tokens=None, done_reason="stop")
+
+
+# -- several hosts -----------------------------------------------------------------------------------
+def test_requests_go_to_the_healthy_host():
+    with FakeOpenAI([MINI]) as first, FakeOpenAI([MINI]) as second:
+        first.stop()
+
+        async def scenario(backend):
+            snap = await backend.probe(timeout=2)
+            return snap, await collect(backend, MINI)
+
+        snap, chunks = run(scenario, first.url, second.url)
+        assert [h.reachable for h in snap.hosts] == [False, True]
+        assert chunks[-1].done
+        assert [p for p, _ in second.requests][-1] == "/v1/chat/completions"
