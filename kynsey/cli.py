@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import sys
 from collections.abc import Awaitable, Callable
+from datetime import datetime
 from pathlib import Path
 from typing import Annotated, TypeVar
 
@@ -21,6 +22,8 @@ db_app = typer.Typer(help="Database migrations.", no_args_is_help=True)
 user_app = typer.Typer(help="Users, plans and API tokens.", no_args_is_help=True)
 app.add_typer(db_app, name="db")
 app.add_typer(user_app, name="user")
+audit_app = typer.Typer(help="The audit trail: export it, verify its hash chain.", no_args_is_help=True)
+app.add_typer(audit_app, name="audit")
 
 TiersOpt = Annotated[Path | None, typer.Option("--tiers", help="Tier catalog TOML (default: KYNSEY_TIERS or built-in).")]
 
@@ -193,6 +196,92 @@ def tiers_command(tiers: TiersOpt = None) -> None:
         tier = catalog.tiers[model["tier"]]
         size = f"{model['size'] / 1e9:.2f} GB" if model["size"] else "-"
         typer.echo(f"{tier.tier:10} {tier.display_name:12} {model['model']:32} {model['status']:12} {size:>10}  {model['reason']}")
+
+
+def _flag_text(flag) -> str:
+    lines = [flag.describe(), f"  state {flag.state}, percent {flag.percent:g}, allow: {', '.join(flag.allow) or '-'}"]
+    if flag.stored:
+        lines.append(f"  changed {flag.updated_at:%Y-%m-%d %H:%M:%S} UTC by {flag.updated_by}")
+    else:
+        lines.append("  (no stored state: on for everyone by default)")
+    if flag.last_rollback:
+        active = " - KILL SWITCH ACTIVE until an admin turns it back on" if flag.killed else ""
+        lines.append(f"  last automatic rollback {flag.last_rollback['at']}{active}: {flag.last_rollback['reason']}")
+    return "\n".join(lines)
+
+
+@app.command("flag")
+def flag_command(
+    name: Annotated[str, typer.Argument(help="The flag: model_switching.")],
+    state: Annotated[str | None, typer.Argument(help="'on' or 'off'; omit both this and the options to show the flag.")] = None,
+    percent: Annotated[float | None, typer.Option(help="On for this share of users, 0-100 (sticky as it grows).")] = None,
+    allow: Annotated[str | None, typer.Option(help="Comma-separated user names always in; replaces the list ('' empties it).")] = None,
+) -> None:
+    """Show or change a feature flag (every change is audited as action 'flag')."""
+    if state not in (None, "on", "off"):
+        fail(f"the state is 'on' or 'off' (use --percent for a rollout), not '{state}'", 2)
+    allowlist = None if allow is None else [n for n in allow.split(",") if n.strip()]
+
+    async def work(rt):
+        if state is None and percent is None and allowlist is None:
+            return await rt.flags.reload(name)
+        return await rt.flags.set(name, actor="cli", state=state, percent=percent, allow=allowlist)
+
+    typer.echo(_flag_text(run(load_settings(), work)))
+
+
+FilterOpt = Annotated[str | None, typer.Option(help="Only entries matching this value.")]
+WhenOpt = Annotated[datetime | None, typer.Option(help="UTC time, e.g. 2025-01-31 or 2025-01-31T08:00:00.")]
+
+
+@audit_app.command("export")
+def audit_export(
+    format: Annotated[str, typer.Option("--format", help="jsonl or csv.")] = "jsonl",
+    user: FilterOpt = None,
+    tier: FilterOpt = None,
+    result: FilterOpt = None,
+    action: FilterOpt = None,
+    since: WhenOpt = None,
+    until: WhenOpt = None,
+    output: Annotated[Path | None, typer.Option(help="Write here instead of standard output.")] = None,
+) -> None:
+    """Export the audit trail, oldest first, with every column (hashes included)."""
+    from contextlib import nullcontext
+
+    from kynsey.audit.export import as_utc, check_format, export_chunks
+    from kynsey.audit.query import AuditFilter
+
+    try:
+        check_format(format)
+    except KynseyError as exc:
+        fail(exc.message, 2)
+    where = AuditFilter(user=user, tier=tier, result=result, action=action, since=as_utc(since), until=as_utc(until))
+
+    async def work(rt):
+        target = open(output, "w", encoding="utf-8", newline="") if output else nullcontext(sys.stdout)
+        with target as out:
+            async with rt.sessions() as db:
+                async for chunk in export_chunks(db, where, format):
+                    out.write(chunk)
+
+    run(load_settings(), work, migrate=False)
+    if output:
+        typer.echo(f"audit trail written to {output}", err=True)
+
+
+@audit_app.command("verify")
+def audit_verify() -> None:
+    """Check the audit hash chain; exit 1 naming the first altered or removed entry."""
+    from kynsey.audit.verify import verify_chain
+
+    async def work(rt):
+        async with rt.sessions() as db:
+            return await verify_chain(db)
+
+    report = run(load_settings(), work, migrate=False)
+    typer.echo(report.message)
+    if not report.ok:
+        raise typer.Exit(1)
 
 
 if __name__ == "__main__":

@@ -6,6 +6,8 @@ prometheus_client, so the metric names live in one place.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
 LATENCY_BUCKETS = (0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30)
@@ -65,6 +67,11 @@ class Metrics:
 
     def circuit(self, backend: str, model: str, state: str) -> None:
         self.circuit_state.labels(backend, model).set(CIRCUIT_VALUES[state])
+
+    def circuits(self, states: Iterable[tuple[str, str, str]]) -> None:
+        """Set the gauge for every (backend, model, state); /metrics calls this at scrape time."""
+        for backend, model, state in states:
+            self.circuit(backend, model, state)
 
     def warmup(self, model: str, ok: bool, seconds: float | None) -> None:
         self.warmups.labels(model, "ok" if ok else "failed").inc()

@@ -212,8 +212,9 @@ class Flags:
         return state
 
     async def reload(self, name: str = FLAG) -> FlagState:
+        """Read the flag now, bypassing the cache (admin views, and after a change)."""
         async with self.sessions() as db:
-            state = from_row(name, await db.get(FeatureFlag, name))
+            state = from_row(check_name(name), await db.get(FeatureFlag, name))
         self._remember(state)
         return state
 

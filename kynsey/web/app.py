@@ -11,7 +11,9 @@ from fastapi.staticfiles import StaticFiles
 
 from kynsey.runtime import Runtime, build_runtime
 from kynsey.settings import Settings
+from kynsey.logs import request_id_var
 from kynsey.web.errors import install_error_handlers
+from kynsey.web.routes import operations
 from kynsey.web.routes import admin, auth, conversations, health, tiers
 
 STATIC = Path(__file__).parent / "static"
@@ -35,7 +37,11 @@ class RequestIdMiddleware:
                 message["headers"] = [*message["headers"], (b"x-request-id", rid.encode())]
             await send(message)
 
-        await self.app(scope, receive, send_with_id)
+        token = request_id_var.set(rid)  # every log line of this request carries its id
+        try:
+            await self.app(scope, receive, send_with_id)
+        finally:
+            request_id_var.reset(token)
 
 
 def create_app(settings: Settings | None = None, runtime: Runtime | None = None) -> FastAPI:
@@ -55,6 +61,7 @@ def create_app(settings: Settings | None = None, runtime: Runtime | None = None)
     install_error_handlers(app)
     for module in (auth, tiers, conversations, health, admin):
         app.include_router(module.router)
+    app.include_router(operations.router)
     if STATIC.is_dir():
         app.mount("/", StaticFiles(directory=STATIC, html=True), name="static")
     app.add_middleware(RequestIdMiddleware)

@@ -37,4 +37,8 @@ async def readyz(rt: RuntimeDep) -> JSONResponse:
 
 @router.get("/metrics")
 async def metrics(rt: RuntimeDep) -> Response:
+    # Gauges read at scrape time: circuits open and close with the clock, the flag with other instances.
+    models = {(t.backend, rt.backends[t.backend].canonical(t.model_id)) for t in rt.catalog.tiers.values()}
+    rt.metrics.circuits((b, m, rt.circuits.state(b, m)) for b, m in models | set(rt.circuits.snapshot()))
+    await rt.flags.refresh()
     return Response(rt.metrics.render(), media_type="text/plain; version=0.0.4; charset=utf-8")

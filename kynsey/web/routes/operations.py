@@ -1,0 +1,84 @@
+"""Operators' API: the feature flag, audit export and verify, the dashboard (SPEC F9-F12).
+
+Every route takes ``AdminDep`` (cookie sessions need the CSRF token for PUT).
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from datetime import datetime
+from typing import Annotated, Literal
+
+from fastapi import APIRouter, Query
+from fastapi.responses import StreamingResponse
+from pydantic import BaseModel, ConfigDict, Field
+
+from kynsey.audit.export import FORMATS, as_utc, export_chunks
+from kynsey.audit.query import AuditFilter
+from kynsey.audit.verify import verify_chain
+from kynsey.rollout.dashboard import dashboard
+from kynsey.rollout.flags import check_name
+from kynsey.runtime import Runtime
+from kynsey.web.deps import AdminDep, DbDep, RequestIdDep, RuntimeDep
+
+router = APIRouter(prefix="/api/admin", tags=["operations"])
+
+FilterText = Annotated[str | None, Query(max_length=64)]
+
+
+class FlagIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    state: Literal["off", "on", "percentage"] | None = None
+    percent: float | None = Field(None, ge=0, le=100, description="Sticky rollout share; implies state 'percentage'.")
+    allow: list[Annotated[str, Field(max_length=64)]] | None = Field(
+        None, max_length=1000, description="User names always in (unless the flag is off); replaces the list."
+    )
+
+
+@router.get("/flags/{name}")
+async def get_flag(name: str, rt: RuntimeDep, admin: AdminDep) -> dict:
+    return (await rt.flags.reload(check_name(name))).public()
+
+
+@router.put("/flags/{name}")
+async def put_flag(name: str, body: FlagIn, rt: RuntimeDep, admin: AdminDep, rid: RequestIdDep) -> dict:
+    flag = await rt.flags.set(
+        name, actor=admin.name, state=body.state, percent=body.percent, allow=body.allow, request_id=rid
+    )
+    return flag.public()
+
+
+async def _export(rt: Runtime, where: AuditFilter, fmt: str) -> AsyncIterator[str]:
+    # Its own session: the response streams after the request's dependencies have closed.
+    async with rt.sessions() as db:
+        async for chunk in export_chunks(db, where, fmt):
+            yield chunk
+
+
+@router.get("/audit/export")
+async def export_audit(
+    rt: RuntimeDep,
+    admin: AdminDep,
+    format: Literal["jsonl", "csv"] = "jsonl",
+    user: FilterText = None,
+    tier: FilterText = None,
+    result: FilterText = None,
+    action: FilterText = None,
+    since: datetime | None = None,
+    until: datetime | None = None,
+) -> StreamingResponse:
+    where = AuditFilter(user=user or None, tier=tier or None, result=result or None, action=action or None,
+                        since=as_utc(since), until=as_utc(until))
+    headers = {"Content-Disposition": f'attachment; filename="kynsey-audit.{format}"'}
+    return StreamingResponse(_export(rt, where, format), media_type=FORMATS[format], headers=headers)
+
+
+@router.get("/audit/verify")
+async def verify_audit(db: DbDep, admin: AdminDep) -> dict:
+    return (await verify_chain(db)).public()
+
+
+@router.get("/dashboard")
+async def get_dashboard(rt: RuntimeDep, db: DbDep, admin: AdminDep) -> dict:
+    return await dashboard(rt, db)
