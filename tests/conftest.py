@@ -125,3 +125,12 @@ def server(start_server, fake_ollama: FakeOllama) -> LiveServer:
     srv = start_server(ollama_host=fake_ollama.url)
     srv.refresh_status()
     return srv
+
+
+def pytest_collection_modifyitems(config, items):
+    """On the PostgreSQL pass, run only the tests that touch the database; the rest ran on the SQLite pass."""
+    if not PG_URL:
+        return
+    keep = [item for item in items if "database_url" in getattr(item, "fixturenames", ())]
+    config.hook.pytest_deselected(items=[item for item in items if item not in keep])
+    items[:] = keep

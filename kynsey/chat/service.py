@@ -132,11 +132,11 @@ async def generate(rt: Runtime, live: LiveReply, chain: list[TierProfile], histo
     model = rt.backends[tier.backend].canonical(tier.model_id)
     start = {"message_id": live.message_id, "user_message_id": live.user_message_id, "tier": tier.tier,
              "model": model, "display_name": tier.display_name}
-    if tier is not asked:
+    if tier is not asked:  # the row names the asked tier until now; say who answers and why
         start |= {"fallback_from": asked.tier, "fallback_reason": failure.message if failure else "unavailable"}
         rt.metrics.fallback(asked.tier, tier.tier, failure.code if failure else "unavailable")
-    await _save(rt, live.message_id, tier=tier.tier, model=model,
-                fallback_from=start.get("fallback_from"), fallback_reason=start.get("fallback_reason"))
+        await _save(rt, live.message_id, tier=tier.tier, model=model,
+                    fallback_from=start["fallback_from"], fallback_reason=start["fallback_reason"])
     live.begin(start)
     rt.leases.acquire(tier.backend, model)
     try:

@@ -1,0 +1,97 @@
+"""Shared pieces of the benchmarks: real processes on loopback, percentiles."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from contextlib import contextmanager
+from pathlib import Path
+
+import httpx
+
+ROOT = Path(__file__).resolve().parent.parent
+MODELS = ["llama3.2:3b-instruct-fp16", "qwen2.5:14b-instruct", "qwen2.5-coder:7b-instruct"]
+
+
+def percentile(values: list[float], pct: float) -> float:
+    ordered = sorted(values)
+    index = min(len(ordered) - 1, max(0, round(pct / 100 * (len(ordered) - 1))))
+    return ordered[index]
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@contextmanager
+def fake_ollama(*args: str):
+    """The loopback Ollama server in its own process; yields its URL."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "tests.servers.fake_ollama", *args], cwd=ROOT, stdout=subprocess.PIPE, text=True
+    )
+    try:
+        yield proc.stdout.readline().strip()
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=10)
+
+
+class Kynsey:
+    """`kynsey serve` as a real process with its own SQLite database."""
+
+    def __init__(self, ollama_url: str, **settings: str) -> None:
+        self.dir = tempfile.TemporaryDirectory(prefix="kynsey-bench-")
+        self.env = {
+            **os.environ,
+            "KYNSEY_DATA_DIR": self.dir.name,
+            "OLLAMA_HOST": ollama_url,
+            "KYNSEY_LOG_LEVEL": "WARNING",
+            **{f"KYNSEY_{k.upper()}": v for k, v in settings.items()},
+        }
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.proc: subprocess.Popen | None = None
+
+    def cli(self, *args: str) -> str:
+        done = subprocess.run(
+            [sys.executable, "-m", "kynsey.cli", *args], env=self.env, capture_output=True, text=True, check=True,
+            stdin=subprocess.DEVNULL,
+        )
+        return done.stdout.strip()
+
+    def __enter__(self) -> Kynsey:
+        self.cli("db", "upgrade")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "kynsey.cli", "serve", "--port", str(self.port)], env=self.env, cwd=ROOT
+        )
+        for _ in range(400):
+            try:
+                if httpx.get(f"{self.url}/readyz", timeout=1).status_code == 200:
+                    return self
+            except httpx.TransportError:
+                pass
+            time.sleep(0.05)
+        raise RuntimeError("kynsey serve did not become ready")
+
+    def __exit__(self, *exc) -> None:
+        if self.proc:
+            self.proc.send_signal(signal.SIGTERM)
+            self.proc.wait(timeout=30)
+        self.dir.cleanup()
+
+    def user_token(self, name: str, plan: str = "pro") -> str:
+        self.cli("user", "add", name, "--plan", plan)
+        return self.cli("user", "token", name)
+
+
+def report(rows: list[tuple[str, str]]) -> None:
+    width = max(len(k) for k, _ in rows)
+    for key, value in rows:
+        print(f"{key:<{width}}  {value}")
