@@ -90,10 +90,14 @@ def serve(
 
 
 @app.command("settings")
-def show_settings() -> None:
+def show_settings(
+    markdown: Annotated[bool, typer.Option("--markdown", help="Print a Markdown table (the README's).")] = False,
+) -> None:
     """Print every setting with its default and meaning."""
+    if markdown:
+        typer.echo("| variable | default | meaning |\n|---|---|---|")
     for env, default, help_text in Settings.describe():
-        typer.echo(f"{env:32} {default:28} {help_text}")
+        typer.echo(f"| `{env}` | `{default}` | {help_text} |" if markdown else f"{env:32} {default:28} {help_text}")
 
 
 @db_app.command("upgrade")

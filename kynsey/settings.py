@@ -110,7 +110,8 @@ class Settings(BaseSettings):
         rows = []
         for name, field in cls.model_fields.items():
             env = "OLLAMA_HOST" if name == "ollama_host" else f"KYNSEY_{name.upper()}"
-            rows.append((env, repr(field.default), field.description or ""))
+            default = str(field.default) if isinstance(field.default, Path) else repr(field.default)
+            rows.append((env, default, field.description or ""))
         return rows
 
 

@@ -9,7 +9,7 @@ from datetime import datetime
 from sqlalchemy import Select, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from kynsey.storage.models import AuditEntry
+from kynsey.storage.models import AuditEntry, iso_utc
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,7 +63,7 @@ def entry_public(entry: AuditEntry) -> dict:
 
     return {
         "id": entry.id,
-        "at": entry.at.isoformat() if entry.at else None,
+        "at": iso_utc(entry.at),
         "actor": entry.actor,
         "action": entry.action,
         "subject": entry.subject,

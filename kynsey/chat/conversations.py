@@ -9,7 +9,7 @@ from sqlalchemy import delete, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from kynsey.errors import ConversationNotFound, InvalidRequest
-from kynsey.storage.models import Conversation, Message, User
+from kynsey.storage.models import Conversation, Message, User, iso_utc
 
 TITLE_MAX = 200
 
@@ -73,7 +73,7 @@ def message_public(message: Message, live_text: str | None = None) -> dict:
         "tokens": message.tokens,
         "tokens_per_s": message.tokens_per_s,
         "load_ms": message.load_ms,
-        "created_at": message.created_at.isoformat() if message.created_at else None,
+        "created_at": iso_utc(message.created_at),
     }
 
 
@@ -81,6 +81,6 @@ def conversation_public(conversation: Conversation) -> dict:
     return {
         "id": conversation.id,
         "title": conversation.title,
-        "created_at": conversation.created_at.isoformat() if conversation.created_at else None,
-        "updated_at": conversation.updated_at.isoformat() if conversation.updated_at else None,
+        "created_at": iso_utc(conversation.created_at),
+        "updated_at": iso_utc(conversation.updated_at),
     }

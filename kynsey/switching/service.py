@@ -84,6 +84,7 @@ async def _switch(rt: Runtime, db: AsyncSession, user: User, slug: str, previous
         loaded, load_ms = await rt.warmer.warm(tier, rt.settings.switch_warm_wait)
     user.active_tier = tier.tier
     db.add(user)
+    load_ms = round(load_ms, 1) if load_ms is not None else None
     return SwitchResult(tier.tier, previous, "ready" if loaded else "warming", _ms(started), load_ms, rate)
 
 
