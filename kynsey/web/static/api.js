@@ -1,0 +1,121 @@
+// Kynsey's HTTP API for the page: one place that knows the paths, sends the
+// CSRF token with every write and turns error bodies into ApiError.
+
+import { readEvents } from "./sse.js";
+
+let csrfToken = null;
+const unauthenticated = new Set();
+
+export class ApiError extends Error {
+  constructor(status, error = {}, retryAfterHeader = null) {
+    super(error.message || `the server answered HTTP ${status}`);
+    this.status = status;
+    this.code = error.code || (status === 0 ? "network" : "http_error");
+    this.details = error;
+    this.retryAfter = Number(error.retry_after ?? retryAfterHeader) || null;
+  }
+}
+
+// Called with the ApiError whenever a request finds the session gone.
+export function onUnauthenticated(listener) {
+  unauthenticated.add(listener);
+}
+
+async function send(method, path, body, accept = "application/json") {
+  const headers = { Accept: accept };
+  if (body !== undefined) headers["Content-Type"] = "application/json";
+  if (method !== "GET" && csrfToken) headers["X-CSRF-Token"] = csrfToken;
+  const init = { method, headers, credentials: "same-origin" };
+  if (body !== undefined) init.body = JSON.stringify(body);
+  try {
+    return await fetch(path, init);
+  } catch {
+    throw new ApiError(0, { code: "network", message: "Kynsey did not answer" });
+  }
+}
+
+async function failure(response, path) {
+  let error = {};
+  try {
+    error = (await response.json()).error || {};
+  } catch {
+    error = { message: `the server answered HTTP ${response.status}` };
+  }
+  const err = new ApiError(response.status, error, response.headers.get("Retry-After"));
+  if (response.status === 401 && path !== "/api/auth/login") {
+    csrfToken = null;
+    unauthenticated.forEach((listener) => listener(err));
+  }
+  return err;
+}
+
+async function call(method, path, body) {
+  const response = await send(method, path, body);
+  if (!response.ok) throw await failure(response, path);
+  return response.status === 204 ? null : response.json();
+}
+
+// -- session --------------------------------------------------------------
+export async function login(name, password) {
+  const session = await call("POST", "/api/auth/login", { name, password });
+  csrfToken = session.csrf_token;
+  return session;
+}
+
+export async function me() {
+  const session = await call("GET", "/api/auth/me");
+  csrfToken = session.csrf_token || csrfToken;
+  return session;
+}
+
+export async function logout() {
+  await call("POST", "/api/auth/logout");
+  csrfToken = null;
+}
+
+// -- tiers (the plan's three calls) ----------------------------------------
+export const getModelTiers = () => call("GET", "/api/models/tiers");
+export const setModelTier = (tier) => call("POST", "/api/models/tier", { tier });
+export const checkModelAvailability = () => call("GET", "/api/models/status");
+export const warmTier = (tier) => call("POST", "/api/models/warm", { tier });
+
+// -- conversations ----------------------------------------------------------
+const conv = (id) => `/api/conversations/${encodeURIComponent(id)}`;
+
+export const listConversations = () => call("GET", "/api/conversations");
+export const createConversation = (title) => call("POST", "/api/conversations", title ? { title } : {});
+export const getConversation = (id) => call("GET", conv(id));
+export const deleteConversation = (id) => call("DELETE", conv(id));
+
+// Post a message and relay the reply's events (start, delta, done, error) to
+// onEvent(name, data). Errors before the stream starts throw an ApiError.
+export async function sendMessage(id, content, onEvent) {
+  return stream("POST", `${conv(id)}/messages`, { content }, onEvent);
+}
+
+// Follow a reply that is still being written: start, the text so far, then live events.
+export async function reattach(id, messageId, onEvent) {
+  return stream("GET", `${conv(id)}/messages/${encodeURIComponent(messageId)}/stream`, undefined, onEvent);
+}
+
+async function stream(method, path, body, onEvent) {
+  const response = await send(method, path, body, "text/event-stream");
+  if (!response.ok) throw await failure(response, path);
+  try {
+    await readEvents(response.body, onEvent);
+  } catch {
+    throw new ApiError(0, { code: "stream_cut", message: "the connection closed during the reply" });
+  }
+}
+
+// -- admin -----------------------------------------------------------------
+export const listUsers = () => call("GET", "/api/admin/users");
+export const changePlan = (name, plan) => call("PUT", `/api/admin/users/${encodeURIComponent(name)}/plan`, { plan });
+
+export function listAudit(filters = {}) {
+  const query = new URLSearchParams();
+  for (const [key, value] of Object.entries(filters)) {
+    if (value !== "" && value !== null && value !== undefined) query.set(key, value);
+  }
+  return call("GET", `/api/admin/audit?${query}`);
+}

@@ -1,0 +1,103 @@
+// The chat page: log in, then the tier bar and the chat. Each part lives in its
+// own module; this one only wires them to the page and to the session.
+
+import * as api from "./api.js";
+import { show } from "./dom.js";
+import { initChat, loadConversations, openFromHash } from "./chat.js";
+import { initSelector } from "./tier-select.js";
+import { bindTierUi, refreshTiers, setTierMessage, startPolling } from "./tiers.js";
+import { describeError } from "./words.js";
+
+const $ = (id) => document.getElementById(id);
+let started = false;
+let signedIn = false;
+
+function boot() {
+  api.onUnauthenticated((err) => { if (signedIn) showLogin(describeError(err)); });
+  $("loginForm").addEventListener("submit", onLogin);
+  $("logoutButton").addEventListener("click", onLogout);
+  api.me().then(
+    (session) => enter(session.user),
+    (err) => showLogin(err.status === 401 && err.details.reason !== "session_expired" ? "" : describeError(err)),
+  );
+}
+
+function showLogin(message) {
+  signedIn = false;
+  show($("appView"), false);
+  show($("userMenu"), false);
+  show($("loginView"), true);
+  $("loginError").textContent = message;
+  show($("loginError"), Boolean(message));
+  ($("loginName").value ? $("loginPassword") : $("loginName")).focus();
+}
+
+async function onLogin(event) {
+  event.preventDefault();
+  $("loginButton").disabled = true;
+  try {
+    const session = await api.login($("loginName").value, $("loginPassword").value);
+    $("loginPassword").value = "";
+    await enter(session.user);
+  } catch (err) {
+    showLogin(describeError(err, { action: "login" }));
+  } finally {
+    $("loginButton").disabled = false;
+  }
+}
+
+async function onLogout() {
+  try {
+    await api.logout();
+  } finally {
+    location.replace("/");
+  }
+}
+
+async function enter(user) {
+  signedIn = true;
+  $("userName").textContent = user.name;
+  $("userPlan").textContent = `${user.plan} plan`;
+  show($("adminLink"), user.is_admin);
+  show($("loginView"), false);
+  show($("userMenu"), true);
+  show($("appView"), true);
+  if (!started) start();
+  try {
+    await refreshTiers();
+  } catch (err) {
+    setTierMessage(`Couldn't load the tiers. ${describeError(err)}`);
+  }
+  await loadConversations();
+  await openFromHash();
+  if (document.activeElement === document.body || $("loginView").contains(document.activeElement)) $("messageInput").focus();
+}
+
+function start() {
+  started = true;
+  bindTierUi({
+    display: $("activeModelDisplay"),
+    toggle: $("tierToggle"),
+    panel: $("tierPanel"),
+    group: $("modelTierSelect"),
+    progress: $("tierProgress"),
+    progressText: $("tierProgressText"),
+    progressTime: $("tierProgressTime"),
+    error: $("tierError"),
+  });
+  initSelector();
+  initChat({
+    list: $("conversationList"),
+    newChat: $("newChat"),
+    title: $("conversationTitle"),
+    messages: $("messages"),
+    empty: $("emptyChat"),
+    error: $("chatError"),
+    composer: $("composer"),
+    input: $("messageInput"),
+    send: $("sendButton"),
+  });
+  startPolling();
+}
+
+boot();

@@ -1,0 +1,79 @@
+// What the page says: status meanings, and every error in words with what to do.
+
+export const STATUS = {
+  ready: { label: "Ready", meaning: "loaded in memory, answers at once" },
+  cold: { label: "Cold", meaning: "installed; the first request loads it, which takes a moment" },
+  warming: { label: "Warming up", meaning: "loading into memory now" },
+  missing: { label: "Missing", meaning: "its model is not installed on the server" },
+  unreachable: { label: "Unreachable", meaning: "its model server does not answer" },
+  degraded: { label: "Degraded", meaning: "failing repeatedly, paused for a short cooldown" },
+};
+
+export const UNAVAILABLE = new Set(["missing", "unreachable", "degraded"]);
+
+export function statusWords(status) {
+  return STATUS[status] || { label: status, meaning: "status unknown" };
+}
+
+const WHAT_TO_DO = {
+  missing: "Pick another tier, or ask an admin to install its model.",
+  unreachable: "Try again in a minute, or pick another tier.",
+  degraded: "Try again shortly, or pick another tier.",
+};
+
+export function unavailableAdvice(status) {
+  return WHAT_TO_DO[status] || "Pick another tier.";
+}
+
+// context: { action: "switch" | "chat" | "login" | "warm" | "load", tierName }
+export function describeError(err, context = {}) {
+  const code = err.code || "error";
+  const message = err.message || "";
+  const wait = err.retryAfter || err.details?.retry_after;
+  const words = {
+    network: () => "Kynsey does not answer. Check your connection, then try again.",
+    stream_cut: () => "The connection closed during the reply. What arrived is kept; reload the conversation to see the rest.",
+    rate_limited: () => tooMany(context.action, wait),
+    tier_locked: () => `${message} Ask an admin to change your plan.`,
+    feature_disabled: () => "Switching tiers is turned off right now; the default tier answers your messages.",
+    tier_unavailable: () => unavailable(err, context),
+    still_warming: () => `${context.tierName || "The tier"} is still loading. It is your active tier and answers once it is ready.`,
+    backend_unreachable: () => "The model server does not answer. Try again in a minute, or pick another tier.",
+    backend_busy: () => "The model server is busy. Wait a few seconds, then try again.",
+    model_missing: () => "This tier's model is not installed. Pick another tier, or ask an admin to install it.",
+    model_load_failed: () => "The model failed to load. Try again, or pick another tier.",
+    stream_broken: () => "The model server cut the reply short. What arrived is kept; send again to retry.",
+    interrupted: () => "The reply stopped before it finished. What arrived is kept; send again to retry.",
+    circuit_open: () => "This model keeps failing, so it is paused for a short cooldown. Try again shortly, or pick another tier.",
+    not_authenticated: () => notAuthenticated(err, context),
+    csrf_failed: () => "This page's security token is out of date. Reload the page, then try again.",
+    conversation_not_found: () => "This conversation no longer exists. Pick another one, or start a new chat.",
+    conflict: () => `${message}. Wait for the reply to finish, then send again.`,
+    invalid_request: () => `${capitalise(message)}.`,
+    forbidden: () => `${capitalise(message)}.`,
+  };
+  const say = words[code];
+  return say ? say() : `Something went wrong (${message || code}). Try again; if it keeps happening, tell an admin.`;
+}
+
+function tooMany(action, wait) {
+  const what = { switch: "switches", warm: "switches", chat: "messages" }[action] || "requests";
+  return wait ? `Too many ${what} - try again in ${wait} s.` : `Too many ${what} - wait a moment, then try again.`;
+}
+
+function unavailable(err, context) {
+  const status = err.details?.tier_status;
+  const name = context.tierName || "This tier";
+  const why = STATUS[status]?.meaning || "it is not available";
+  return `${name} can't be used right now: ${why}. ${unavailableAdvice(status)}`;
+}
+
+function notAuthenticated(err, context) {
+  if (context.action === "login") return "Wrong user name or password. Check both, then try again.";
+  if (err.details?.reason === "session_expired") return "Your session has expired. Log in again to continue.";
+  return "You are logged out. Log in to continue.";
+}
+
+function capitalise(text) {
+  return text ? text[0].toUpperCase() + text.slice(1) : text;
+}

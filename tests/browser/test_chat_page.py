@@ -1,0 +1,145 @@
+"""The chat in a real browser (SPEC F5, F6, F14): streamed Markdown replies
+labelled with their tier, switching mid-conversation, re-attaching after a
+reload, fallback notes, and errors in words."""
+
+from __future__ import annotations
+
+import re
+
+from playwright.sync_api import expect
+from sqlalchemy import delete
+
+from kynsey.storage.models import WebSession
+from tests.browser.pages import PRO, STANDARD, add_user, log_in, open_selector, option, reply, send, shot, wait_until
+
+CODE_REPLY = "Here is a function:\n\n```python\ndef add(a, b):\n    return a + b\n```\n\nIt **adds** two numbers."
+
+
+def chats_for(fake_ollama, model: str) -> list[list[str]]:
+    return [[m["content"] for m in body["messages"]] for path, body in fake_ollama.requests
+            if path == "/api/chat" and body.get("model") == model and body.get("messages")]
+
+
+def test_a_reply_streams_in_as_markdown_labelled_with_its_tier(server, page, fake_ollama):
+    add_user(server, "alice", "pro")
+    log_in(page, server, "alice")
+    fake_ollama.reply, fake_ollama.token_delay = CODE_REPLY, 0.05
+    send(page, "Write an add function")
+    answer = reply(page)
+    expect(answer).to_have_attribute("aria-busy", "true")
+    expect(page.get_by_role("button", name="Writing…")).to_be_disabled()
+    expect(answer.locator("pre code.language-python")).to_have_text("def add(a, b):\n    return a + b\n")
+    expect(answer).to_have_attribute("aria-busy", "false")
+    expect(answer.locator(".msg-body strong")).to_have_text("adds")
+    expect(answer.locator(".tier-tag")).to_have_text("Standard")
+    expect(answer.locator(".msg-model")).to_have_text(STANDARD)
+    expect(answer.locator(".msg-state")).to_contain_text("tokens")
+    expect(page.locator("#messages article.msg-user .msg-body")).to_have_text("Write an add function")
+    expect(page.locator("#conversationList .conv-open")).to_have_text(["Write an add function"])
+    expect(page.locator("#conversationList .conv-open")).to_have_attribute("aria-current", "page")
+    expect(page.get_by_role("button", name="Send")).to_be_enabled()
+    shot(page, "09-chat-reply")
+
+
+def test_switching_mid_conversation_keeps_the_history(server, page, fake_ollama):
+    add_user(server, "alice", "pro")
+    log_in(page, server, "alice")
+    send(page, "first question")
+    expect(reply(page).locator(".msg-body")).to_have_text("Echo: first question")
+    open_selector(page)
+    option(page, "pro").click()
+    expect(page.locator("#activeModelDisplay")).to_contain_text("Currently using: Pro")
+    send(page, "second question")
+    expect(reply(page).locator(".msg-body")).to_have_text("Echo: second question")
+    expect(page.locator("#messages .tier-tag")).to_have_text(["Standard", "Pro"])
+    assert chats_for(fake_ollama, PRO)[-1] == ["first question", "Echo: first question", "second question"]
+    shot(page, "10-switch-mid-conversation")
+
+    page.reload()
+    expect(page.locator("#messages .msg-body")).to_have_text(
+        ["first question", "Echo: first question", "second question", "Echo: second question"]
+    )
+    expect(page.locator("#messages .tier-tag")).to_have_text(["Standard", "Pro"])
+    expect(page.locator("#messages .msg-model")).to_have_text([STANDARD, PRO])
+
+
+def test_reloading_during_a_reply_re_attaches_to_it(server, page, fake_ollama):
+    add_user(server, "alice", "pro")
+    log_in(page, server, "alice")
+    words = " ".join(f"word{i}" for i in range(30))
+    fake_ollama.reply, fake_ollama.token_delay = words, 0.1
+    send(page, "count slowly")
+    expect(reply(page)).to_contain_text("word3")
+    page.reload()
+    answer = reply(page)
+    expect(answer).to_have_attribute("aria-busy", "true")
+    expect(answer).to_contain_text("word1")
+    shot(page, "11-reattached")
+    expect(answer.locator(".msg-body")).to_have_text(words)
+    expect(answer).to_have_attribute("aria-busy", "false")
+    expect(answer.locator(".msg-state")).to_contain_text("tokens")
+
+
+def test_a_fallback_reply_says_which_tier_answered_and_why(server, page, fake_ollama):
+    add_user(server, "alice", "pro")
+    log_in(page, server, "alice")
+    open_selector(page)
+    option(page, "pro").click()
+    expect(page.locator("#activeModelDisplay")).to_contain_text("Currently using: Pro")
+    fake_ollama.fail[PRO] = "busy"
+    send(page, "hello")
+    answer = reply(page)
+    expect(answer.locator(".msg-body")).to_have_text("Echo: hello")
+    expect(answer.locator(".tier-tag")).to_have_text("Standard")
+    expect(answer.locator(".fallback-note")).to_contain_text("Answered by Standard because Pro could not answer")
+    shot(page, "12-fallback")
+
+
+def test_a_dead_backend_is_explained_in_place(server, page, fake_ollama):
+    add_user(server, "alice", "pro")
+    log_in(page, server, "alice")
+    fake_ollama.stop()
+    server.refresh_status()
+    send(page, "are you there?")
+    answer = reply(page)
+    expect(answer.locator(".msg-state")).to_contain_text("The model server does not answer. Try again in a minute")
+    expect(answer).to_have_attribute("aria-busy", "false")
+    display = page.locator("#activeModelDisplay")
+    expect(display.locator(".status-label")).to_have_text("Unreachable")
+    open_selector(page)
+    expect(option(page, "pro")).to_have_attribute("aria-disabled", "true")
+    expect(option(page, "pro").locator(".note-unavailable")).to_contain_text("Try again in a minute, or pick another tier.")
+    page.keyboard.press("Escape")
+    shot(page, "13-backend-down")
+
+
+def test_too_many_messages_keeps_the_draft_and_says_when(start_server, fake_ollama, page):
+    server = start_server(ollama_host=fake_ollama.url, chat_rate_limit="1/minute")
+    server.refresh_status()
+    add_user(server, "alice", "pro")
+    log_in(page, server, "alice")
+    send(page, "one")
+    expect(reply(page).locator(".msg-body")).to_have_text("Echo: one")
+    send(page, "two")
+    expect(page.locator("#chatError")).to_have_text(re.compile(r"^Too many messages - try again in \d+ s\.$"))
+    expect(page.get_by_label("Message", exact=True)).to_have_value("two")
+    expect(page.locator("#messages article")).to_have_count(2)
+    shot(page, "14-chat-rate-limited")
+
+
+def test_an_expired_session_asks_to_log_in_again_and_keeps_the_draft(server, page):
+    add_user(server, "alice", "pro")
+    log_in(page, server, "alice")
+
+    async def expire(rt):
+        async with rt.sessions() as db:
+            await db.execute(delete(WebSession))
+            await db.commit()
+
+    server.call(expire)
+    send(page, "still there?")
+    expect(page.get_by_role("alert")).to_have_text("Your session has expired. Log in again to continue.")
+    shot(page, "15-session-expired")
+    page.get_by_label("Password").fill("correct horse battery")
+    page.get_by_role("button", name="Log in").click()
+    expect(page.get_by_label("Message", exact=True)).to_have_value("still there?")
