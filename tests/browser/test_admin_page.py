@@ -1,0 +1,60 @@
+"""The admin page in a real browser (SPEC F7, F9, F14): change a plan, read the audit log."""
+
+from __future__ import annotations
+
+from playwright.sync_api import expect
+
+from tests.browser.pages import add_user, log_in, open_selector, option, shot
+
+
+def test_an_admin_changes_a_plan_and_the_user_gets_the_tier(server, new_page):
+    add_user(server, "root", "pro", admin=True)
+    add_user(server, "sam", "standard")
+    denied = server.client(server.add_user("ann", "standard")).post("/api/models/tier", json={"tier": "pro"})
+    assert denied.status_code == 403
+
+    admin = new_page()
+    log_in(admin, server, "root")
+    admin.get_by_role("link", name="Admin").click()
+    expect(admin).to_have_url(server.url + "/admin.html")
+    expect(admin.locator("section#dashboard")).to_have_count(1)  # dashboard.js fills it
+    sam = admin.locator('#usersTable tr[data-user="sam"]')
+    expect(sam).to_contain_text("standard")
+    admin.get_by_label("Plan for sam", exact=True).select_option("pro")
+    admin.get_by_role("button", name="Save the plan for sam").click()
+    expect(admin.locator("#usersNotice")).to_have_text("sam is now on the pro plan.")
+    expect(admin.get_by_label("Plan for sam", exact=True)).to_have_value("pro")
+    expect(admin.get_by_label("Plan for sam", exact=True)).to_be_focused()
+    first = admin.locator("#auditTable tbody tr").first
+    expect(first).to_contain_text("plan_change")
+    expect(first).to_contain_text("standard → pro")
+    shot(admin, "16-admin")
+
+    filters = admin.locator("#auditFilters")
+    filters.get_by_label("Result").select_option("denied")
+    admin.get_by_role("button", name="Apply filters").click()
+    expect(admin.locator("#auditTable tbody tr")).to_have_count(1)
+    expect(admin.locator("#auditTable tbody tr")).to_contain_text("standard → pro")
+    expect(admin.locator("#auditTable tbody tr .result")).to_have_text("denied")
+    filters.get_by_label("User").fill("sam")
+    admin.get_by_role("button", name="Apply filters").click()
+    expect(admin.locator("#auditCount")).to_have_text("No entries match these filters.")
+    admin.get_by_role("button", name="Clear").click()
+    expect(admin.locator("#auditTable tbody tr")).to_have_count(2)
+    shot(admin, "17-admin-audit")
+
+    user = new_page()
+    log_in(user, server, "sam")
+    open_selector(user)
+    expect(option(user, "pro")).to_have_attribute("aria-disabled", "false")
+    option(user, "pro").click()
+    expect(user.locator("#activeModelDisplay")).to_contain_text("Currently using: Pro")
+
+
+def test_the_admin_page_refuses_other_users_in_words(server, page):
+    add_user(server, "sam", "standard")
+    log_in(page, server, "sam")
+    expect(page.get_by_role("link", name="Admin")).to_be_hidden()
+    page.goto(server.url + "/admin.html")
+    expect(page.get_by_role("alert")).to_contain_text("This page is for admins")
+    expect(page.locator("#usersSection")).to_be_hidden()
