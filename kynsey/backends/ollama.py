@@ -138,7 +138,10 @@ class OllamaBackend(Backend):
         body = {"model": model, "keep_alive": keep_alive, "options": options}
         started = time.perf_counter()
         resp = await self._post(model, "/api/generate", body, timeout=self.load_timeout, loading=True)
-        data = resp.json()
+        try:
+            data = resp.json()
+        except ValueError as exc:
+            raise BackendError(f"the backend's answer to a load of '{model}' is not JSON", model=model) from exc
         if isinstance(data, dict) and data.get("error"):
             raise ModelLoadFailed(f"model '{model}' failed to load ({data['error']})", model=model)
         return (time.perf_counter() - started) * 1000
@@ -181,8 +184,12 @@ class OllamaBackend(Backend):
             "keep_alive": keep_alive,
         }
         got_text = False
+        # A model not in memory loads before its first byte: allow the load timeout for that wait.
+        state = self.snapshot.model(model)
+        read = client.timeout.read + (0 if state and state.loaded else self.load_timeout)
+        timeout = httpx.Timeout(client.timeout.connect, read=read, write=client.timeout.write, pool=client.timeout.pool)
         try:
-            async with client.stream("POST", "/api/chat", json=body) as resp:
+            async with client.stream("POST", "/api/chat", json=body, timeout=timeout) as resp:
                 if resp.status_code >= 400:
                     await resp.aread()
                     raise translate_status(resp, model, loading=False)
@@ -206,6 +213,8 @@ class OllamaBackend(Backend):
             data = json.loads(line)
         except ValueError as exc:
             raise StreamBroken(f"the backend sent a line that is not JSON: {line[:80]!r}", model=model) from exc
+        if not isinstance(data, dict):
+            raise StreamBroken(f"the backend sent a line that is not a JSON object: {line[:80]!r}", model=model)
         if "error" in data:
             text = str(data["error"])
             if not got_text and _is_load_failure(text):
