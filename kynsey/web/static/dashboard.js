@@ -35,7 +35,11 @@
       method, headers, credentials: "same-origin", body: body === undefined ? undefined : JSON.stringify(body),
     });
     const data = response.status === 204 ? null : await response.json().catch(() => ({}));
-    if (!response.ok) throw new Error((data && data.error && data.error.message) || `HTTP ${response.status}`);
+    if (!response.ok) {
+      const err = new Error((data && data.error && data.error.message) || `HTTP ${response.status}`);
+      err.status = response.status;
+      throw err;
+    }
     return data;
   }
 
@@ -58,9 +62,12 @@
     const pad = { left: 56, right: 12, top: 10, bottom: 24 };
     const plotW = width - pad.left - pad.right;
     const plotH = height - pad.top - pad.bottom;
-    const values = series.flatMap((s) => s.values.filter((v) => v !== null));
+    const values = options.bars
+      ? minutes.map((_, i) => series.reduce((sum, s) => sum + (s.values[i] || 0), 0))
+      : series.flatMap((s) => s.values.filter((v) => v !== null));
     if (options.threshold) values.push(options.threshold.value * 1.5);
-    const top = Math.max(...values, options.min || 0) || 1;
+    let top = Math.max(...values, options.min || 0) || 1;
+    if (options.integer) top = Math.max(4, Math.ceil(top / 4) * 4); // whole-number gridlines
     const x = (i) => pad.left + (minutes.length < 2 ? 0 : (i / (minutes.length - 1)) * plotW);
     const y = (v) => pad.top + plotH - (v / top) * plotH;
     const format = options.format || ((v) => String(Math.round(v)));
@@ -78,7 +85,7 @@
       ctx.fillText(format(v), 4, y(v) + 4);
     }
     minutes.forEach((m, i) => {
-      if (i % 10 === 0 || i === minutes.length - 1) ctx.fillText(hhmm(m), x(i) - 14, height - 6);
+      if (i % 10 === 0) ctx.fillText(hhmm(m), Math.min(x(i) - 14, width - 32), height - 6);
     });
     if (options.threshold) {
       ctx.save();
@@ -91,6 +98,10 @@
       ctx.fillStyle = "#cf222e";
       ctx.fillText(options.threshold.label, pad.left + plotW - 90, y(options.threshold.value) - 4);
       ctx.restore();
+    }
+    if (options.bars) {
+      drawBars(ctx, minutes, series, x, y, plotW);
+      return;
     }
     for (const s of series) {
       ctx.strokeStyle = s.color;
@@ -108,6 +119,21 @@
         if (v !== null) ctx.fillRect(x(i) - 1.5, y(v) - 1.5, 3, 3);
       });
     }
+  }
+
+  // Stacked bars: one per minute, a segment per series.
+  function drawBars(ctx, minutes, series, x, y, plotW) {
+    const barW = Math.max(2, plotW / minutes.length - 2);
+    minutes.forEach((_, i) => {
+      let base = 0;
+      for (const s of series) {
+        const v = s.values[i] || 0;
+        if (!v) continue;
+        ctx.fillStyle = s.color;
+        ctx.fillRect(x(i) - barW / 2, y(base + v), barW, y(base) - y(base + v));
+        base += v;
+      }
+    });
   }
 
   function chartFigure(title, minutes, series, options, summary) {
@@ -137,7 +163,7 @@
       name: `${model} (last ${ms(last(values))})`, color: COLORS[i % COLORS.length], values,
     }));
     return el("div", { class: "dashboard-charts" },
-      chartFigure("Switches per minute, by result", data.minutes, switchSeries, {},
+      chartFigure("Switches per minute, by result", data.minutes, switchSeries, { bars: true, integer: true },
         `${attempts} switch attempts in the last hour.`),
       chartFigure("Switch error rate per minute", data.minutes,
         [{ name: "error rate (failed + unavailable over valid attempts)", color: "#cf222e", values: data.error_rate }],
@@ -224,6 +250,10 @@
       section.replaceChildren(el("h2", { text: "Operations" }), banner(data) || "", flagControls(data.flag),
         guardFigures(data.guard), charts(data), auditTools());
     } catch (err) {
+      if (err.status === 401 || err.status === 403) {
+        section.replaceChildren(); // not an admin (admin.js says so): show nothing here
+        return;
+      }
       section.replaceChildren(el("h2", { text: "Operations" }), el("p", { class: "muted", text: `Dashboard unavailable: ${err.message}` }));
     }
   }
