@@ -22,6 +22,7 @@ How the work is split:
 from __future__ import annotations
 
 import asyncio
+import os
 import threading
 import time
 from collections.abc import AsyncIterator, Sequence
@@ -36,6 +37,11 @@ from kynsey.backends.base import Backend, BackendSnapshot, ChatChunk, ChatMessag
 from kynsey.backends.local_models import ModelNotFound, check_gguf, find_model, keep_alive_seconds, packaged_models
 from kynsey.catalog.schema import BackendConfig, TierProfile
 from kynsey.errors import BackendBusy, BackendError, CatalogError, ModelLoadFailed, ModelMissing, StreamBroken
+
+# llama.cpp's OpenMP workers spin between tokens by default; sharing two cores with the
+# event loop (and other processes) that made generation several times slower in our
+# measurements. Set before libgomp loads; an operator's own setting wins.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 try:
     import llama_cpp
@@ -118,6 +124,7 @@ class _Generation:
         self.runner, self.kwargs, self.loop = runner, kwargs, loop
         self.queue: asyncio.Queue[Any] = asyncio.Queue()
         self.stop = threading.Event()
+        self.job: asyncio.Future | None = None
 
     def run(self) -> None:
         """Runs in a worker thread."""
@@ -129,7 +136,8 @@ class _Generation:
                 if self.stop.is_set():
                     break
                 self._send(chunk)
-            self._send(_Finished(*self.runner.counts))
+            stopped = self.stop.is_set()
+            self._send(RuntimeError("the backend stopped it") if stopped else _Finished(*self.runner.counts))
         except Exception as exc:  # handed to the event loop, which raises it as StreamBroken
             self._send(exc)
         finally:
@@ -138,10 +146,17 @@ class _Generation:
             self.runner.stop_requested = None
 
     def _send(self, item: Any) -> None:
-        try:
-            self.loop.call_soon_threadsafe(self.queue.put_nowait, item)
-        except RuntimeError:  # the event loop is closed: no one is listening any more
-            self.stop.set()
+        if not _call_soon(self.loop, self.queue.put_nowait, item):
+            self.stop.set()  # the event loop is closed: no one is listening any more
+
+
+def _call_soon(loop: asyncio.AbstractEventLoop, callback, *args) -> bool:
+    """Schedule ``callback`` on ``loop`` from any thread; False once the loop is closed."""
+    try:
+        loop.call_soon_threadsafe(callback, *args)
+    except RuntimeError:
+        return False
+    return True
 
 
 @dataclass(eq=False)
@@ -155,6 +170,8 @@ class _Slot:
     runner: _Runner | None = None
     n_ctx: int | None = None
     users: int = 0
+    loading: bool = False
+    evict: bool = False
     keep_alive: float | None = DEFAULT_KEEP_ALIVE
     deadline: float | None = None
     last_used: float = 0.0
@@ -236,8 +253,8 @@ class LocalBackend(Backend):
     async def unload(self, model_id: str) -> None:
         slot = self._slot(model_id)
         if slot.users:
-            # Never under a running stream: expire it, and the reaper frees it when its users finish.
-            slot.keep_alive = 0.0
+            # Never under a running stream: the reaper frees it once its users finish.
+            slot.evict = True
             return
         await self._free(slot)
         self.snapshot = self._snapshot()
@@ -260,7 +277,10 @@ class LocalBackend(Backend):
 
     def _touch(self, slot: _Slot) -> None:
         slot.last_used = time.monotonic()
-        slot.deadline = None if slot.keep_alive is None else slot.last_used + slot.keep_alive
+        if slot.evict:
+            slot.deadline = slot.last_used
+        else:
+            slot.deadline = None if slot.keep_alive is None else slot.last_used + slot.keep_alive
         if self._wake is not None:
             self._wake.set()
 
@@ -272,31 +292,40 @@ class LocalBackend(Backend):
         n_ctx = self._n_ctx(options)
         if slot.runner is not None and slot.n_ctx == n_ctx:
             return 0.0
-        await self._free(slot)
-        await self._make_room(keep=slot)
-        started = time.perf_counter()
-        future = self._executor.submit(_open_runner, slot.path, n_ctx, int(options.get("num_thread") or DEFAULT_THREADS))
+        slot.loading = True  # counts as loaded for other loads making room at the same time
         try:
-            slot.runner = await asyncio.wrap_future(future)
-        except asyncio.CancelledError:
-            future.add_done_callback(_close_result)
-            raise
-        except Exception as exc:
-            raise ModelLoadFailed(f"model '{slot.model_id}' failed to load from {slot.path}: {exc}", model=slot.model_id) from exc
+            await self._free(slot)
+            await self._make_room(keep=slot)
+            started = time.perf_counter()
+            future = self._executor.submit(_open_runner, slot.path, n_ctx, int(options.get("num_thread") or DEFAULT_THREADS))
+            try:
+                slot.runner = await asyncio.wrap_future(future)
+            except asyncio.CancelledError:
+                future.add_done_callback(_close_result)
+                raise
+            except Exception as exc:
+                raise ModelLoadFailed(f"model '{slot.model_id}' failed to load from {slot.path}: {exc}", model=slot.model_id) from exc
+        finally:
+            slot.loading = False
         slot.n_ctx = n_ctx
         return round((time.perf_counter() - started) * 1000, 3)
 
     async def _make_room(self, keep: _Slot) -> None:
         """Unload least recently used idle models until one more fits under max_loaded."""
         while True:
-            loaded = [s for s in self._slots.values() if s.runner is not None and s is not keep]
-            idle = [s for s in loaded if s.users == 0]
-            if len(loaded) < self.config.max_loaded or not idle:
-                return  # when every other model is streaming, the reaper evicts one once it ends
+            others = [s for s in self._slots.values() if s is not keep and (s.runner is not None or s.loading)]
+            if len(others) < self.config.max_loaded:
+                return
+            idle = [s for s in others if s.runner is not None and s.users == 0]
+            if not idle:
+                # Every other model is in use: load anyway, and have the least recently
+                # used one unloaded as soon as its streams end (never under a stream).
+                min(others, key=lambda s: s.last_used).evict = True
+                return
             await self._free(min(idle, key=lambda s: s.last_used))
 
     async def _free(self, slot: _Slot) -> None:
-        runner, slot.runner, slot.n_ctx, slot.deadline = slot.runner, None, None, None
+        runner, slot.runner, slot.n_ctx, slot.deadline, slot.evict = slot.runner, None, None, None, False
         if runner is not None:
             await asyncio.wrap_future(self._executor.submit(runner.close))
 
@@ -319,16 +348,10 @@ class LocalBackend(Backend):
                 pass
 
     async def _reap_once(self) -> None:
-        """Unload idle models whose keep-alive ran out, then idle ones past max_loaded."""
+        """Unload idle models whose keep-alive ran out or that were marked for eviction."""
         for slot in list(self._slots.values()):
             if slot.runner is not None and slot.users == 0 and slot.deadline is not None and slot.deadline <= time.monotonic():
                 await self._free(slot)
-        while True:
-            loaded = [s for s in self._slots.values() if s.runner is not None]
-            idle = [s for s in loaded if s.users == 0]
-            if len(loaded) <= self.config.max_loaded or not idle:
-                break
-            await self._free(min(idle, key=lambda s: s.last_used))
         self.snapshot = self._snapshot()
 
     # -- chat ---------------------------------------------------------------------
@@ -361,10 +384,14 @@ class LocalBackend(Backend):
         predict = options.get("num_predict")
         kwargs["max_tokens"] = predict if isinstance(predict, int) and predict > 0 else None  # Ollama: -1 = no limit
         kwargs["messages"] = [{"role": m.role, "content": m.content} for m in messages]
-        generation = _Generation(slot.runner, kwargs, asyncio.get_running_loop())
-        slot.stop = generation.stop
-        slot.job = asyncio.wrap_future(self._executor.submit(generation.run))
-        slot.job.add_done_callback(lambda _: self._release(slot))
+        loop = asyncio.get_running_loop()
+        generation = _Generation(slot.runner, kwargs, loop)
+        future = self._executor.submit(generation.run)
+        # Registered before wrap_future's own callback, so the slot is free again
+        # before anyone awaiting the job (or the done chunk) resumes.
+        future.add_done_callback(lambda _: _call_soon(loop, self._release, slot))
+        slot.stop, slot.job = generation.stop, asyncio.wrap_future(future)
+        generation.job = slot.job
         return generation
 
     @staticmethod
@@ -373,6 +400,7 @@ class LocalBackend(Backend):
         while True:
             item = await generation.queue.get()
             if isinstance(item, _Finished):
+                await asyncio.shield(generation.job)  # the model is released before the reply ends
                 yield ChatChunk(
                     done=True,
                     tokens=item.completion_tokens,
@@ -396,7 +424,7 @@ class LocalBackend(Backend):
         for slot in self._slots.values():
             if slot.stop is not None:
                 slot.stop.set()
-        await asyncio.gather(*jobs, return_exceptions=True)
+        await asyncio.gather(*(asyncio.shield(job) for job in jobs), return_exceptions=True)
         for slot in self._slots.values():
             await self._free(slot)
         self._executor.shutdown(wait=False)
