@@ -143,3 +143,45 @@ def test_an_expired_session_asks_to_log_in_again_and_keeps_the_draft(server, pag
     page.get_by_label("Password").fill("correct horse battery")
     page.get_by_role("button", name="Log in").click()
     expect(page.get_by_label("Message", exact=True)).to_have_value("still there?")
+
+
+def test_conversations_at_the_side_open_and_delete(server, page):
+    add_user(server, "alice", "pro")
+    log_in(page, server, "alice")
+    send(page, "about cats")
+    expect(reply(page).locator(".msg-body")).to_have_text("Echo: about cats")
+    page.get_by_role("button", name="New chat").click()
+    expect(page.get_by_role("heading", name="New chat")).to_be_visible()
+    expect(page.locator("#messages article")).to_have_count(0)
+    send(page, "about dogs")
+    expect(reply(page).locator(".msg-body")).to_have_text("Echo: about dogs")
+    links = page.locator("#conversationList .conv-open")
+    expect(links).to_have_text(["about dogs", "about cats"])
+
+    links.filter(has_text="about cats").click()
+    expect(page.get_by_role("heading", name="about cats")).to_be_visible()
+    expect(page.locator("#messages .msg-body")).to_have_text(["about cats", "Echo: about cats"])
+    expect(links.filter(has_text="about cats")).to_have_attribute("aria-current", "page")
+    page.go_back()
+    expect(page.locator("#messages .msg-body")).to_have_text(["about dogs", "Echo: about dogs"])
+
+    page.once("dialog", lambda dialog: dialog.accept())
+    page.get_by_role("button", name="Delete “about dogs”").click()
+    expect(links).to_have_text(["about cats"])
+    expect(page.get_by_role("heading", name="New chat")).to_be_visible()
+    expect(page.get_by_role("button", name="New chat")).to_be_focused()
+
+
+def test_api_js_offers_the_plans_calls(server, page):
+    add_user(server, "alice", "pro")
+    log_in(page, server, "alice")
+    result = page.evaluate(
+        """async () => {
+            const api = await import("/api.js");
+            const tiers = await api.getModelTiers();
+            const status = await api.checkModelAvailability();
+            const switched = await api.setModelTier("code");
+            return [tiers.active, status.models.map((m) => m.tier), switched.tier, switched.status];
+        }"""
+    )
+    assert result == ["standard", ["standard", "pro", "code"], "code", "ready"]

@@ -2,7 +2,7 @@
 // re-attach to a reply still being written (after a reload, or a cut connection).
 
 import * as api from "./api.js";
-import { show } from "./dom.js";
+import { clearAfter, show } from "./dom.js";
 import { conversationFromHash, renderConversationList } from "./chat-list.js";
 import { messageNode, paintMessage } from "./message-view.js";
 import { followReply } from "./reply.js";
@@ -130,7 +130,7 @@ async function stream(id, reply, run, refused = null) {
   } catch (err) {
     if (refused && !reply.id && reply.status === "streaming") {
       refused(); // nothing was stored: put the draft back and say why in place
-      setChatError(describeError(err, { action: "chat" }));
+      setChatError(describeError(err, { action: "chat" }), err.retryAfter ? Date.now() + err.retryAfter * 1000 : null);
     } else {
       Object.assign(reply, { status: reply.content ? "interrupted" : "failed", error: err.message, error_code: err.code });
       repaint(reply);
@@ -192,7 +192,6 @@ function updateComposer() {
   state.ui.send.textContent = writing ? "Writing…" : "Send";
 }
 
-export function setChatError(text) {
-  state.ui.error.textContent = text;
-  show(state.ui.error, Boolean(text));
+export function setChatError(text, until = null) {
+  clearAfter(state.ui.error, text, until);
 }

@@ -45,6 +45,16 @@ export function show(node, visible) {
   node.hidden = !visible;
 }
 
+// Show ``text`` in ``node`` (hidden when empty); when ``until`` (ms since the
+// epoch) passes and the text is still the same, take it away again.
+export function clearAfter(node, text, until = null) {
+  node.textContent = text;
+  show(node, Boolean(text));
+  if (text && until) {
+    setTimeout(() => { if (node.textContent === text) show(node, false); }, Math.max(0, until - Date.now()));
+  }
+}
+
 // Say something to screen-reader users through a polite live region.
 export function announce(text) {
   const region = document.getElementById("status");

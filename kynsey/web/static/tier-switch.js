@@ -43,7 +43,8 @@ async function switchTo(tier) {
     announce(`Now using ${result.display_name} (${result.model_id}).`);
     return true;
   } catch (err) {
-    setTierMessage(describeError(err, { action: "switch", tierName: tier.display_name }));
+    const until = err.retryAfter ? Date.now() + err.retryAfter * 1000 : null;
+    setTierMessage(describeError(err, { action: "switch", tierName: tier.display_name }), { until });
     refreshTiers().catch(() => {});
     return false;
   } finally {

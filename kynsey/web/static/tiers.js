@@ -2,7 +2,7 @@
 // the active model display and the selector, refreshed in the background.
 
 import * as api from "./api.js";
-import { show } from "./dom.js";
+import { clearAfter, show } from "./dom.js";
 import { paintActive, paintOption } from "./tier-view.js";
 import { describeError } from "./words.js";
 
@@ -58,10 +58,10 @@ export function renderTiers() {
 }
 
 // The in-place message under the tier bar: an error in words, or nothing.
-export function setTierMessage(text, { fromPoll = false } = {}) {
+// ``until`` (ms since the epoch) clears it when it stops being true, e.g. a rate limit's wait.
+export function setTierMessage(text, { fromPoll = false, until = null } = {}) {
   messageFromPoll = fromPoll && Boolean(text);
-  state.ui.error.textContent = text;
-  show(state.ui.error, Boolean(text));
+  clearAfter(state.ui.error, text, until);
 }
 
 // The loading state of a switch: what is happening and for how long.

@@ -48,7 +48,7 @@ export function describeError(err, context = {}) {
     not_authenticated: () => notAuthenticated(err, context),
     csrf_failed: () => "This page's security token is out of date. Reload the page, then try again.",
     conversation_not_found: () => "This conversation no longer exists. Pick another one, or start a new chat.",
-    conflict: () => `${message}. Wait for the reply to finish, then send again.`,
+    conflict: () => `${capitalise(message)}.`,
     invalid_request: () => `${capitalise(message)}.`,
     forbidden: () => `${capitalise(message)}.`,
   };
