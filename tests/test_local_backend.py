@@ -15,11 +15,14 @@ from pathlib import Path
 import llama_cpp
 import pytest
 
+from kynsey.backends import build_backends
 from kynsey.backends.base import ChatChunk, ChatMessage
 from kynsey.backends.local import LocalBackend
 from kynsey.backends.local_models import keep_alive_seconds, packaged_models
+from kynsey.catalog.loader import parse_catalog
 from kynsey.catalog.schema import BackendConfig, TierProfile
 from kynsey.errors import BackendBusy, BackendError, CatalogError, ModelLoadFailed, ModelMissing, StreamBroken
+from kynsey.settings import Settings
 
 SMOLLM2 = "smollm2"
 FAST = {"num_predict": 16, "temperature": 0, "num_ctx": 512}
@@ -116,6 +119,28 @@ def test_discovery_searches_model_dirs_data_dir_and_paths(tmp_path, monkeypatch)
         assert snapshot.model(str(smollm2_file())).loaded is False
 
     run(backend, scenario)
+
+
+def test_the_registry_builds_a_local_backend_from_a_catalog(tmp_path):
+    catalog = parse_catalog(
+        """
+        [backends.embedded]
+        kind = "local"
+        max_loaded = 1
+        [plans.standard]
+        grants = ["standard"]
+        [[tiers]]
+        tier = "standard"
+        display_name = "Standard"
+        internal_name = "KYNSEY Mini"
+        model_id = "smollm2"
+        backend = "embedded"
+        """,
+        source="local.toml",
+    )
+    (backend,) = build_backends(catalog, Settings(data_dir=tmp_path)).values()
+    assert isinstance(backend, LocalBackend) and backend.snapshot.model(SMOLLM2).installed
+    run(backend, lambda b: b.probe(timeout=1.0))
 
 
 @pytest.mark.parametrize("model_id", ["/nowhere/missing.gguf", "./missing.gguf", "no-such-model"])
