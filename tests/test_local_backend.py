@@ -309,7 +309,7 @@ def test_no_queue_means_busy_while_a_generation_runs(tmp_path):
     backend = make_backend(tmp_path, tier("standard", SMOLLM2), max_queue=0)
 
     async def scenario(b: LocalBackend) -> None:
-        first = b.chat(SMOLLM2, HELLO, options=FAST, keep_alive="5m")
+        first = b.chat(SMOLLM2, STORY, options={**FAST, "num_predict": 64}, keep_alive="5m")  # still running below
         await anext(first)
         with pytest.raises(BackendBusy) as caught:
             await anext(b.chat(SMOLLM2, HELLO, options=FAST, keep_alive="5m"))
