@@ -63,6 +63,26 @@ def test_switching_mid_conversation_keeps_the_history(server, page, fake_ollama)
     expect(page.locator("#messages .msg-model")).to_have_text([STANDARD, PRO])
 
 
+def test_a_switch_during_a_reply_does_not_cut_it(server, page, fake_ollama):
+    add_user(server, "alice", "pro")
+    log_in(page, server, "alice")
+    words = " ".join(f"word{i}" for i in range(20))
+    fake_ollama.reply, fake_ollama.token_delay = words, 0.1
+    send(page, "take your time")
+    expect(reply(page)).to_contain_text("word2")
+    open_selector(page)
+    option(page, "pro").click()
+    expect(page.locator("#activeModelDisplay")).to_contain_text("Currently using: Pro")
+    first = reply(page)
+    expect(first.locator(".msg-body")).to_have_text(words)
+    expect(first.locator(".tier-tag")).to_have_text("Standard")
+    fake_ollama.token_delay = 0
+    fake_ollama.reply = None
+    send(page, "and now?")
+    expect(reply(page).locator(".msg-body")).to_have_text("Echo: and now?")
+    expect(page.locator("#messages .tier-tag")).to_have_text(["Standard", "Pro"])
+
+
 def test_reloading_during_a_reply_re_attaches_to_it(server, page, fake_ollama):
     add_user(server, "alice", "pro")
     log_in(page, server, "alice")

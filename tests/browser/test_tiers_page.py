@@ -31,7 +31,7 @@ def test_log_in_and_see_each_tier_with_its_status(server, page):
     expect(standard).to_have_attribute("aria-checked", "true")
     expect(standard).to_be_focused()
     expect(standard).to_contain_text("Fast and efficient for everyday tasks")
-    expect(standard.locator(".status .visually-hidden")).to_have_text(": loaded in memory, answers at once.")
+    expect(standard.locator(".status .visually-hidden")).to_have_text(" (loaded in memory, answers at once)")
     expect(option(page, "pro")).to_contain_text("Stronger reasoning and longer answers for demanding work")
     expect(option(page, "code")).to_contain_text("Writes, explains and reviews code")
     expect(page.get_by_role("radio", name=re.compile(r"^Pro\b"))).to_have_attribute("aria-checked", "false")

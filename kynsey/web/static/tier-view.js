@@ -11,7 +11,7 @@ export function statusBadge(status) {
     { class: `status status-${status}`, title: `${label}: ${meaning}` },
     el("span", { class: "dot", "aria-hidden": "true" }),
     el("span", { class: "status-label" }, label),
-    el("span", { class: "visually-hidden" }, `: ${meaning}.`),
+    el("span", { class: "visually-hidden" }, ` (${meaning})`),
   );
 }
 
