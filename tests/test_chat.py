@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 
 from tests.sse import collect, events, text_of
 
@@ -209,3 +210,32 @@ def test_concurrent_messages_to_one_conversation_never_interleave(server, fake_o
     assert codes.count(200) >= 1 and set(codes) <= {200, 409}
     assert len(messages) == 2 * codes.count(200)
     assert [m["role"] for m in messages] == ["user", "assistant"] * codes.count(200)
+
+
+def test_unloading_a_model_waits_for_the_stream_using_it(server, fake_ollama):
+    admin = server.client(server.add_user("root", "pro", admin=True))
+    client = server.client(server.add_user("alice", "pro"))
+    assert client.post("/api/models/tier", json={"tier": "pro"}).status_code == 200  # pro is not keep_warm
+    cid = new_conversation(client)
+    fake_ollama.reply = " ".join(f"w{i}" for i in range(25))
+    fake_ollama.token_delay = 0.02
+    unload = {}
+    with client.stream("POST", f"/api/conversations/{cid}/messages", json={"content": "go"}) as resp:
+        stream = events(resp)
+        next(stream), next(stream)
+
+        def unload_now():
+            unload["response"] = admin.post("/api/models/pro/unload")
+            unload["answered"] = time.monotonic()
+
+        worker = threading.Thread(target=unload_now)
+        worker.start()
+        rest = list(stream)
+        done_at = time.monotonic()
+    worker.join()
+    assert rest[-1][0] == "done" and text_of([*rest]) and len(text_of(rest)) > 0
+    assert unload["response"].status_code == 200 and unload["response"].json()["status"] == "cold"
+    assert unload["answered"] >= done_at  # the unload waited for the stream's end (an ordering, not a timing)
+    assert [p for p, b in fake_ollama.requests if p == "/api/generate"][-1:] == ["/api/generate"]
+    assert PRO not in fake_ollama.loaded
+    assert client.post("/api/models/pro/unload").status_code == 403

@@ -95,3 +95,16 @@ class Warmer:
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+
+
+async def unload_when_idle(rt, tier: TierProfile) -> float:
+    """Unload ``tier``'s model once no stream uses it (Ollama would abort a running
+    stream). Returns the seconds it waited."""
+    backend = rt.backends[tier.backend]
+    model = backend.canonical(tier.model_id)
+    started = asyncio.get_running_loop().time()
+    while rt.leases.in_use(tier.backend, model):
+        await rt.leases.wait_idle(tier.backend, model)
+    await backend.unload(tier.model_id)  # no await between the check and the call: no stream can slip in
+    await rt.monitor.refresh(tier.backend)
+    return asyncio.get_running_loop().time() - started

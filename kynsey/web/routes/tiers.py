@@ -7,7 +7,10 @@ from fastapi import APIRouter, Response
 from kynsey.rollout.flags import switching_enabled
 from kynsey.switching.listing import list_tiers, status_report
 from kynsey.switching.service import switch_tier, warm_ahead
-from kynsey.web.deps import DbDep, RequestIdDep, RuntimeDep, UserDep
+from kynsey.audit import AuditRecord, append
+from kynsey.availability.warmup import unload_when_idle
+from kynsey.switching.access import find_tier
+from kynsey.web.deps import AdminDep, DbDep, RequestIdDep, RuntimeDep, UserDep
 from kynsey.web.schemas import SwitchIn, SwitchPublic, WarmIn
 
 router = APIRouter(prefix="/api/models", tags=["tiers"])
@@ -48,3 +51,13 @@ async def get_status(rt: RuntimeDep, user: UserDep) -> dict:
 async def post_warm(body: WarmIn, rt: RuntimeDep, user: UserDep) -> dict:
     """Load a tier's model ahead of a switch (the page calls this when the selector opens)."""
     return {"tier": body.tier, "status": await warm_ahead(rt, user, body.tier)}
+
+
+@router.post("/{tier}/unload")
+async def post_unload(tier: str, rt: RuntimeDep, db: DbDep, admin: AdminDep, rid: RequestIdDep) -> dict:
+    """Free a tier's model (admin); waits for the streams using it to finish first."""
+    profile = find_tier(rt.catalog, tier)
+    waited = await unload_when_idle(rt, profile)
+    await append(db, AuditRecord(actor=admin.name, action="unload", result="ok", to_tier=tier, request_id=rid,
+                                 details={"waited_s": round(waited, 3)}))
+    return {"tier": tier, "status": rt.tier_status(profile).status, "waited_s": round(waited, 3)}
