@@ -8,7 +8,6 @@ only so that a broken reaper fails instead of hanging.
 from __future__ import annotations
 
 import asyncio
-import os
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 

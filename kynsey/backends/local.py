@@ -22,11 +22,10 @@ How the work is split:
 from __future__ import annotations
 
 import asyncio
-import os
 import threading
 import time
 from collections.abc import AsyncIterator, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import aclosing
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -34,129 +33,27 @@ from pathlib import Path
 from typing import Any
 
 from kynsey.backends.base import Backend, BackendSnapshot, ChatChunk, ChatMessage, HostSnapshot, ModelState
-from kynsey.backends.local_models import ModelNotFound, check_gguf, find_model, keep_alive_seconds, packaged_models
+from kynsey.backends.local_models import (
+    DEFAULT_THREADS,
+    Finished,
+    Generation,
+    ModelNotFound,
+    Runner,
+    call_soon,
+    check_gguf,
+    close_result,
+    find_model,
+    keep_alive_seconds,
+    llama_cpp,
+    open_runner,
+    packaged_models,
+)
 from kynsey.catalog.schema import BackendConfig, TierProfile
 from kynsey.errors import BackendBusy, BackendError, CatalogError, ModelLoadFailed, ModelMissing, StreamBroken
 
-# llama.cpp's OpenMP workers spin between tokens by default; sharing two cores with the
-# event loop (and other processes) that made generation several times slower in our
-# measurements. Set before libgomp loads; an operator's own setting wins.
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-
-try:
-    import llama_cpp
-    import llama_cpp.llama_cpp as llama_lib
-except ImportError as exc:  # pragma: no cover - depends on the installed extras
-    raise ImportError("the 'local' backend needs llama-cpp-python: pip install 'kynsey[local]'") from exc
-
-DEFAULT_THREADS = 2
 DEFAULT_KEEP_ALIVE = 300.0  # Ollama's default: 5 minutes
 # Sampling options shared by Ollama's names and llama-cpp-python's arguments.
 SAMPLING_OPTIONS = ("temperature", "top_p", "top_k", "min_p", "repeat_penalty", "presence_penalty", "frequency_penalty", "seed", "stop")
-
-
-@dataclass(frozen=True, slots=True)
-class _Finished:
-    prompt_tokens: int
-    completion_tokens: int
-
-
-class _Runner(llama_cpp.Llama):
-    """A Llama that counts each reply's tokens and stops between two tokens when asked.
-
-    ``create_chat_completion`` streams without usage figures and has no
-    cancel hook, but every reply goes through ``generate``, token by token.
-    """
-
-    stop_requested: threading.Event | None = None
-    counts: tuple[int, int] = (0, 0)
-
-    def generate(self, tokens, *args, **kwargs):
-        stop, prompt, completion = self.stop_requested, len(tokens), 0
-        self.counts = (prompt, 0)
-        for token in super().generate(tokens, *args, **kwargs):
-            if stop is not None and stop.is_set():
-                return
-            # The same end-of-generation test llama-cpp-python applies before it stops.
-            if not llama_lib.llama_vocab_is_eog(self._model.vocab, token):
-                completion += 1
-                self.counts = (prompt, completion)
-            yield token
-
-
-def _open_runner(path: Path, n_ctx: int, n_threads: int) -> _Runner:
-    # ggml's extra weight buffers (AMX, repack) crashed the process in
-    # llama_decode on a VM whose CPU flags advertise AMX; they only speed up
-    # some quantisations, so the embedded runtime does without them.
-    _no_extra_buffers.active = True
-    try:
-        return _Runner(model_path=str(path), n_ctx=n_ctx, n_threads=n_threads, verbose=False)
-    finally:
-        _no_extra_buffers.active = False
-
-
-_no_extra_buffers = threading.local()
-_default_model_params = llama_lib.llama_model_default_params
-
-
-def _model_params():
-    params = _default_model_params()
-    if getattr(_no_extra_buffers, "active", False):
-        params.use_extra_bufts = False
-    return params
-
-
-# Llama() reads llama_model_default_params() from this module on every load and has no
-# argument for use_extra_bufts; the thread-local flag limits the change to our loads.
-llama_lib.llama_model_default_params = _model_params
-
-
-def _close_result(future: Future) -> None:
-    """Free a model whose load finished after everyone stopped waiting for it."""
-    if not future.cancelled() and future.exception() is None:
-        future.result().close()
-
-
-class _Generation:
-    """One reply, produced by a worker thread and handed to the event loop chunk by chunk."""
-
-    def __init__(self, runner: _Runner, kwargs: dict[str, Any], loop: asyncio.AbstractEventLoop) -> None:
-        self.runner, self.kwargs, self.loop = runner, kwargs, loop
-        self.queue: asyncio.Queue[Any] = asyncio.Queue()
-        self.stop = threading.Event()
-        self.job: asyncio.Future | None = None
-
-    def run(self) -> None:
-        """Runs in a worker thread."""
-        self.runner.stop_requested = self.stop
-        stream = None
-        try:
-            stream = self.runner.create_chat_completion(stream=True, **self.kwargs)
-            for chunk in stream:
-                if self.stop.is_set():
-                    break
-                self._send(chunk)
-            stopped = self.stop.is_set()
-            self._send(RuntimeError("the backend stopped it") if stopped else _Finished(*self.runner.counts))
-        except Exception as exc:  # handed to the event loop, which raises it as StreamBroken
-            self._send(exc)
-        finally:
-            if stream is not None:
-                stream.close()
-            self.runner.stop_requested = None
-
-    def _send(self, item: Any) -> None:
-        if not _call_soon(self.loop, self.queue.put_nowait, item):
-            self.stop.set()  # the event loop is closed: no one is listening any more
-
-
-def _call_soon(loop: asyncio.AbstractEventLoop, callback, *args) -> bool:
-    """Schedule ``callback`` on ``loop`` from any thread; False once the loop is closed."""
-    try:
-        loop.call_soon_threadsafe(callback, *args)
-    except RuntimeError:
-        return False
-    return True
 
 
 @dataclass(eq=False)
@@ -167,7 +64,7 @@ class _Slot:
     path: Path
     size: int
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
-    runner: _Runner | None = None
+    runner: Runner | None = None
     n_ctx: int | None = None
     users: int = 0
     loading: bool = False
@@ -297,11 +194,11 @@ class LocalBackend(Backend):
             await self._free(slot)
             await self._make_room(keep=slot)
             started = time.perf_counter()
-            future = self._executor.submit(_open_runner, slot.path, n_ctx, int(options.get("num_thread") or DEFAULT_THREADS))
+            future = self._executor.submit(open_runner, slot.path, n_ctx, int(options.get("num_thread") or DEFAULT_THREADS))
             try:
                 slot.runner = await asyncio.wrap_future(future)
             except asyncio.CancelledError:
-                future.add_done_callback(_close_result)
+                future.add_done_callback(close_result)
                 raise
             except Exception as exc:
                 raise ModelLoadFailed(f"model '{slot.model_id}' failed to load from {slot.path}: {exc}", model=slot.model_id) from exc
@@ -379,27 +276,27 @@ class LocalBackend(Backend):
             else:
                 generation.stop.set()  # no-op once it finished; the thread's end releases the slot
 
-    def _start(self, slot: _Slot, messages: Sequence[ChatMessage], options: dict[str, Any]) -> _Generation:
+    def _start(self, slot: _Slot, messages: Sequence[ChatMessage], options: dict[str, Any]) -> Generation:
         kwargs: dict[str, Any] = {k: options[k] for k in SAMPLING_OPTIONS if options.get(k) is not None}
         predict = options.get("num_predict")
         kwargs["max_tokens"] = predict if isinstance(predict, int) and predict > 0 else None  # Ollama: -1 = no limit
         kwargs["messages"] = [{"role": m.role, "content": m.content} for m in messages]
         loop = asyncio.get_running_loop()
-        generation = _Generation(slot.runner, kwargs, loop)
+        generation = Generation(slot.runner, kwargs, loop)
         future = self._executor.submit(generation.run)
         # Registered before wrap_future's own callback, so the slot is free again
         # before anyone awaiting the job (or the done chunk) resumes.
-        future.add_done_callback(lambda _: _call_soon(loop, self._release, slot))
+        future.add_done_callback(lambda _: call_soon(loop, self._release, slot))
         slot.stop, slot.job = generation.stop, asyncio.wrap_future(future)
         generation.job = slot.job
         return generation
 
     @staticmethod
-    async def _relay(model_id: str, generation: _Generation, load_ms: float) -> AsyncIterator[ChatChunk]:
+    async def _relay(model_id: str, generation: Generation, load_ms: float) -> AsyncIterator[ChatChunk]:
         finish = None
         while True:
             item = await generation.queue.get()
-            if isinstance(item, _Finished):
+            if isinstance(item, Finished):
                 await asyncio.shield(generation.job)  # the model is released before the reply ends
                 yield ChatChunk(
                     done=True,

