@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import secrets
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -17,6 +18,7 @@ from kynsey.web.routes import operations
 from kynsey.web.routes import admin, auth, conversations, health, tiers
 
 STATIC = Path(__file__).parent / "static"
+SAFE_REQUEST_ID = re.compile(rb"[A-Za-z0-9._:-]{1,64}")  # a caller's id is kept only when it is safe to log and echo
 
 
 class RequestIdMiddleware:
@@ -28,7 +30,8 @@ class RequestIdMiddleware:
     async def __call__(self, scope, receive, send) -> None:
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
-        rid = next((v.decode()[:64] for k, v in scope["headers"] if k == b"x-request-id"), None) or secrets.token_hex(8)
+        given = next((v for k, v in scope["headers"] if k == b"x-request-id"), b"")
+        rid = given.decode() if SAFE_REQUEST_ID.fullmatch(given) else secrets.token_hex(8)
         scope["request_id"] = rid
 
         async def send_with_id(message) -> None:
