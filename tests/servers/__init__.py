@@ -74,7 +74,9 @@ class LoopbackServer:
     def start(self):
         if self._thread is not None:
             return self
-        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        # proto=IPPROTO_TCP matters: asyncio sets TCP_NODELAY only on sockets that say they are TCP,
+        # and without it every response waits ~40 ms for a delayed ACK (Nagle).
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
         # Restarting on the same port must work while old connections sit in TIME_WAIT.
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
@@ -116,6 +118,9 @@ class LoopbackServer:
             lifespan="off",
             http="h11",
             proxy_headers=False,
+            # Like Ollama's Go server, keep idle connections open: uvicorn's default of 5 s
+            # races with clients (Kynsey's status refresh) that reuse a connection every 5 s.
+            timeout_keep_alive=600,
             log_config=None,
             log_level="warning",
             access_log=False,
@@ -333,7 +338,9 @@ def watch_disconnect(receive: Receive) -> asyncio.Future:
 
 
 async def send_bytes(send: Send, status: int, body: bytes, content_type: bytes = JSON, headers=()) -> None:
-    await send({"type": "http.response.start", "status": status, "headers": [(b"content-type", content_type), *headers]})
+    length = str(len(body)).encode()
+    await send({"type": "http.response.start", "status": status,
+                "headers": [(b"content-type", content_type), (b"content-length", length), *headers]})
     await send({"type": "http.response.body", "body": body})
 
 

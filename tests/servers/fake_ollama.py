@@ -220,12 +220,13 @@ class FakeOllama(FakeModelServer):
 
     async def _tags(self, body: dict, receive: Receive, send: Send) -> None:
         await self.pause(self.status_delay)
-        await send_json(send, 200, {"models": [self._describe(name, size) for name, size in self.models.items()]})
+        # list() first: tests change models from their own thread while a probe is served.
+        await send_json(send, 200, {"models": [self._describe(name, size) for name, size in list(self.models.items())]})
 
     async def _ps(self, body: dict, receive: Receive, send: Send) -> None:
         await self.pause(self.status_delay)
         running = []
-        for name, res in self.loaded.items():
+        for name, res in list(self.loaded.items()):
             entry = self._describe(name, self.models.get(name, 0))
             del entry["modified_at"]
             left = timedelta(days=FOREVER_DAYS) if res.expires_at is None else timedelta(seconds=res.expires_at - time.time())
