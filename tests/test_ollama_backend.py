@@ -289,7 +289,23 @@ def test_requests_prefer_the_host_where_the_model_is_loaded():
         assert first.load_count[PRO] == 0 and second.load_count[PRO] == 0
 
 
-# -- known bugs in kynsey/backends/ollama.py (strict: these start failing once it is fixed) --------
+def test_a_backend_that_dies_mid_stream_breaks_the_stream(fake):
+    fake.reply = " ".join(f"w{i}" for i in range(200))
+    fake.token_delay = 0.02  # long enough that the stop lands mid-reply
+    received: list[ChatChunk] = []
+
+    async def scenario(backend):
+        with pytest.raises(StreamBroken):
+            async for chunk in backend.chat(MINI, HELLO, options={}, keep_alive="5m"):
+                received.append(chunk)
+                if len(received) == 3:
+                    await asyncio.to_thread(fake.stop)
+
+    run(scenario, fake.url)
+    assert 3 <= len(received) < 200 and not any(c.done for c in received)
+
+
+# -- regressions: bugs these tests found in kynsey/backends/ollama.py, fixed in 30d2de4 ----------------
 def test_a_cold_chat_may_take_the_load_timeout_to_start(fake):
     fake.load_delay = 0.6  # longer than read_timeout, well within load_timeout
 

@@ -233,6 +233,22 @@ def test_chat_to_a_stopped_server_is_unreachable(fake):
     run(scenario, fake.url)
 
 
+def test_a_server_that_dies_mid_stream_breaks_the_stream(fake):
+    fake.reply = " ".join(f"w{i}" for i in range(200))
+    fake.token_delay = 0.02  # long enough that the stop lands mid-reply
+    received: list[ChatChunk] = []
+
+    async def scenario(backend):
+        with pytest.raises(StreamBroken):
+            async for chunk in backend.chat(MINI, HELLO, options={}, keep_alive="5m"):
+                received.append(chunk)
+                if len(received) == 3:
+                    await asyncio.to_thread(fake.stop)
+
+    run(scenario, fake.url)
+    assert 3 <= len(received) < 200 and not any(c.done for c in received)
+
+
 def test_chat_that_never_answers_fails_after_the_read_timeout(fake):
     fake.fail[MINI] = "hang"
 

@@ -58,7 +58,8 @@ class LoopbackServer:
         self.port = 0
         self._thread: threading.Thread | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._closing: asyncio.Event | None = None
+        self._exit: asyncio.Event | None = None  # set by stop(): tear down
+        self._closing: asyncio.Event | None = None  # set once connections are gone: handlers give up
         self._startup_error: BaseException | None = None
 
     @property
@@ -97,20 +98,20 @@ class LoopbackServer:
         return self
 
     def stop(self) -> None:
-        thread, loop, closing = self._thread, self._loop, self._closing
+        thread, loop, exit_ = self._thread, self._loop, self._exit
         if thread is None:
             return
-        if loop is not None and closing is not None and not loop.is_closed():
+        if loop is not None and exit_ is not None and not loop.is_closed():
             try:
-                loop.call_soon_threadsafe(closing.set)
+                loop.call_soon_threadsafe(exit_.set)
             except RuntimeError:  # the loop ended on its own meanwhile
                 pass
         thread.join(10)
-        self._thread = self._loop = self._closing = None
+        self._thread = self._loop = self._exit = self._closing = None
 
     async def _serve(self, sock: socket.socket, ready: threading.Event) -> None:
         self._loop = asyncio.get_running_loop()
-        self._closing = asyncio.Event()
+        self._exit, self._closing = asyncio.Event(), asyncio.Event()
         self.reset_loop_state()
         config = uvicorn.Config(
             self._asgi,
@@ -138,7 +139,7 @@ class LoopbackServer:
             ready.set()
             return
         ready.set()
-        await self._closing.wait()
+        await self._exit.wait()
         await self._teardown(server, sock)
 
     async def _teardown(self, server: uvicorn.Server, sock: socket.socket) -> None:
@@ -149,6 +150,10 @@ class LoopbackServer:
             transport = getattr(connection, "transport", None)
             if transport is not None:
                 transport.abort()
+        # Let the aborts' connection_lost callbacks run before waking the handlers, so that
+        # uvicorn sees their connections gone and does not log "returned without a response".
+        await asyncio.sleep(0)
+        self._closing.set()
         tasks = list(server.server_state.tasks)
         if tasks:
             _, pending = await asyncio.wait(tasks, timeout=1.0)
