@@ -112,9 +112,9 @@ def test_discovery_searches_model_dirs_data_dir_and_paths(tmp_path, monkeypatch)
 
     async def scenario(b: LocalBackend) -> None:
         snapshot = await b.probe(timeout=1.0)
-        assert snapshot.model("shelved").details["path"] == str((shelf / "Shelved.gguf").resolve())
-        assert snapshot.model("kept.gguf").details["path"] == str((data / "models" / "kept.gguf").resolve())
-        assert snapshot.model("./shelf/Shelved.gguf").details["path"] == str((shelf / "Shelved.gguf").resolve())
+        assert snapshot.model("shelved").details["path"] == str(shelf / "Shelved.gguf")
+        assert snapshot.model("kept.gguf").details["path"] == str(data / "models" / "kept.gguf")
+        assert snapshot.model("./shelf/Shelved.gguf").details["path"] == str(shelf / "Shelved.gguf")
         assert snapshot.model(str(smollm2_file())).loaded is False
 
     run(backend, scenario)
@@ -231,6 +231,21 @@ def test_a_gguf_that_llama_cpp_cannot_read_is_a_load_failure(tmp_path):
         with pytest.raises(ModelLoadFailed):
             await reply(b.chat(str(broken), HELLO, options=FAST, keep_alive="5m"))
         assert not (await state(b, str(broken))).loaded
+
+    run(backend, scenario)
+
+
+def test_a_model_file_removed_after_start_up_shows_missing(tmp_path):
+    link = tmp_path / "models" / "gone.gguf"
+    link.parent.mkdir()
+    link.symlink_to(smollm2_file())
+    backend = make_backend(tmp_path, tier("standard", "gone"))
+    link.unlink()
+
+    async def scenario(b: LocalBackend) -> None:
+        assert (await state(b, "gone")).installed is False
+        with pytest.raises(ModelMissing):
+            await b.load("gone", keep_alive="5m", options={})
 
     run(backend, scenario)
 

@@ -16,7 +16,9 @@ How the work is split:
   with users is never unloaded; unloading it is deferred until they finish.
 - A slot is released only when its worker thread has really finished, so a
   stopped stream can never overlap the next generation on the same model.
-- A reaper task, started on first use, unloads expired and surplus models.
+- A reaper task, started on first use, unloads idle models whose keep-alive
+  ran out or that a load past ``max_loaded`` (or ``unload``) marked while
+  they were streaming.
 """
 
 from __future__ import annotations
@@ -123,7 +125,8 @@ class LocalBackend(Backend):
         if loaded and slot.users == 0 and slot.deadline is not None:
             expires = (datetime.now(UTC) + timedelta(seconds=slot.deadline - time.monotonic())).isoformat()
         details = {"path": str(slot.path), "format": "gguf"}
-        return ModelState(slot.model_id, installed=True, loaded=loaded, size=slot.size, expires_at=expires, details=details)
+        installed = loaded or slot.path.is_file()  # the file may go away after start-up
+        return ModelState(slot.model_id, installed, loaded, size=slot.size, expires_at=expires, details=details)
 
     def _slot(self, model_id: str) -> _Slot:
         slot = self._slots.get(model_id)
@@ -189,6 +192,8 @@ class LocalBackend(Backend):
         n_ctx = self._n_ctx(options)
         if slot.runner is not None and slot.n_ctx == n_ctx:
             return 0.0
+        if not slot.path.is_file():
+            raise ModelMissing(f"model '{slot.model_id}' is gone: no file at {slot.path}", model=slot.model_id)
         slot.loading = True  # counts as loaded for other loads making room at the same time
         try:
             await self._free(slot)

@@ -105,17 +105,22 @@ def _in_folder(folder: Path, name: str) -> Path | None:
     return None
 
 
+def _absolute(path: Path) -> Path:
+    # Not resolve(): a symlink stays a symlink, so replacing its target swaps the model.
+    return Path(os.path.abspath(path))
+
+
 def find_model(model_id: str, folders: Sequence[Path], packages: Sequence[PackagedModel]) -> Path:
     """The file ``model_id`` names; raise ModelNotFound saying where it looked."""
     if looks_like_path(model_id) or (model_id.lower().endswith(GGUF_SUFFIX) and Path(model_id).is_file()):
         path = Path(model_id).expanduser()
         if not path.exists():
-            raise ModelNotFound(f"no file at {path.resolve()}")
-        return path.resolve()
+            raise ModelNotFound(f"no file at {_absolute(path)}")
+        return _absolute(path)
     for folder in folders:
         hit = _in_folder(folder, model_id)
         if hit is not None:
-            return hit.resolve()
+            return _absolute(hit)
     for packaged in packages:
         if model_id.lower() in packaged.aliases:
             return packaged.path
