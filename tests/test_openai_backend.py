@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import json
+import subprocess
+import sys
+from pathlib import Path
 
 import httpx
 import pytest
@@ -286,3 +289,23 @@ def test_requests_go_to_the_healthy_host():
         assert [h.reachable for h in snap.hosts] == [False, True]
         assert chunks[-1].done
         assert [p for p, _ in second.requests][-1] == "/v1/chat/completions"
+
+
+def test_command_line_serves_a_fixed_number_of_tokens():
+    root = Path(__file__).resolve().parents[1]
+    cmd = [sys.executable, "-m", "tests.servers.fake_openai", "--port", "0", "--reply-tokens", "7", "--models", "a,b"]
+    proc = subprocess.Popen(cmd, cwd=root, stdout=subprocess.PIPE, text=True)
+    try:
+        url = proc.stdout.readline().strip()
+        assert url.startswith("http://127.0.0.1:")
+
+        async def scenario(backend):
+            snap = await backend.probe(timeout=2)
+            return snap, await collect(backend, "a")
+
+        snap, chunks = run(scenario, url)
+        assert sorted(snap.hosts[0].models) == ["a", "b"]
+        assert len(chunks) == 8 and chunks[-1].tokens == 7
+    finally:
+        proc.terminate()
+        assert proc.wait(10) == 0

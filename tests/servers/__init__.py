@@ -195,7 +195,6 @@ class LoopbackServer:
             await self.pause(3600, watch)
 
 
-
 class FakeModelServer(LoopbackServer):
     """What both fakes share: knobs tests set, the request log, routing, failures, token streaming.
 
