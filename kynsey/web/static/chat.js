@@ -9,7 +9,7 @@ import { followReply } from "./reply.js";
 import { activeTier, poll as refreshTierStatus, tierName } from "./tiers.js";
 import { describeError } from "./words.js";
 
-const state = { conversations: [], current: null, messages: [], writing: new Set(), ui: null };
+const state = { conversations: [], current: null, messages: [], writing: new Set(), creating: false, ui: null };
 
 export function initChat(ui) {
   state.ui = ui;
@@ -88,9 +88,11 @@ async function remove(conversation) {
 async function submit() {
   const { ui } = state;
   const content = ui.input.value;
-  if (!content.trim() || state.writing.has(state.current)) return;
+  if (!content.trim() || state.creating || state.writing.has(state.current)) return;
   setChatError("");
+  state.creating = !state.current; // a second Enter must not start a second conversation
   const id = state.current || (await create(content));
+  state.creating = false;
   if (!id) return;
   const tier = activeTier();
   const asked = { role: "user", content, status: "complete" };
