@@ -13,7 +13,9 @@ from tests.sse import collect
 
 MODELS = {"standard": "llama3.2:3b-instruct-fp16", "pro": "qwen2.5:14b-instruct", "code": "qwen2.5-coder:7b-instruct"}
 FLAG_URL = f"/api/admin/flags/{FLAG}"
-FAST = dict(switch_rate_limit="100000/minute", chat_rate_limit="100000/minute")
+# No limits in the way, and no background status refresh racing the explicit ones: every switch
+# must see its target cold (and so preload) for fail_ratio to pick exactly the failing switches.
+FAST = dict(switch_rate_limit="100000/minute", chat_rate_limit="100000/minute", status_refresh=60)
 
 
 def rollbacks(server) -> list[AuditEntry]:
