@@ -330,3 +330,23 @@ def test_a_load_answered_with_cut_json_is_a_backend_error(fake):
             await backend.load(PRO, keep_alive="5m", options={})
 
     run(scenario, fake.url)
+
+
+def test_a_host_that_died_since_the_last_probe_fails_over_to_the_next():
+    with FakeOllama({MINI: 1}, loaded=[MINI]) as first, FakeOllama({MINI: 1}, loaded=[MINI]) as second:
+
+        async def scenario():
+            backend = OllamaBackend("o", [first.url, second.url], connect_timeout=1, read_timeout=5, load_timeout=5)
+            try:
+                await backend.probe(timeout=2)  # both hosts look healthy
+                first.stop()
+                chunks = [c async for c in backend.chat(MINI, [ChatMessage("user", "hi")], options={}, keep_alive="5m")]
+                await backend.load(MINI, keep_alive="5m", options={})
+                return chunks
+            finally:
+                await backend.aclose()
+
+        chunks = asyncio.run(scenario())
+        assert chunks[-1].done and "".join(c.text for c in chunks) == "Echo: hi"
+        assert [p for p, _ in second.requests].count("/api/chat") == 1
+        assert [p for p, _ in second.requests].count("/api/generate") == 1

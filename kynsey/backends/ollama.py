@@ -18,14 +18,8 @@ from typing import Any
 import httpx
 
 from kynsey.backends.base import Backend, BackendSnapshot, ChatChunk, ChatMessage, HostSnapshot, ModelState
-from kynsey.errors import (
-    BackendBusy,
-    BackendError,
-    BackendUnreachable,
-    ModelLoadFailed,
-    ModelMissing,
-    StreamBroken,
-)
+from kynsey.backends.http import new_client, pick_host, request_error, stream_error
+from kynsey.errors import BackendBusy, BackendError, BackendUnreachable, ModelLoadFailed, ModelMissing, StreamBroken
 
 NS_PER_MS = 1_000_000
 
@@ -46,7 +40,7 @@ def _message(resp: httpx.Response) -> str:
 
 def _is_load_failure(message: str) -> bool:
     text = message.lower()
-    return any(word in text for word in ("load", "runner", "memory", "llama"))
+    return any(word in text for word in ("load", "runner", "memory"))
 
 
 def translate_status(resp: httpx.Response, model: str, *, loading: bool) -> BackendError:
@@ -72,9 +66,9 @@ class OllamaBackend(Backend):
             raise ValueError("an Ollama backend needs at least one host")
         self.hosts = list(hosts)
         self.load_timeout = load_timeout
-        timeout = httpx.Timeout(connect=connect_timeout, read=read_timeout, write=read_timeout, pool=connect_timeout)
-        limits = httpx.Limits(max_connections=1000, max_keepalive_connections=200)
-        self._clients = {url: httpx.AsyncClient(base_url=url, timeout=timeout, limits=limits) for url in self.hosts}
+        self._clients = {
+            url: new_client(url, connect_timeout=connect_timeout, read_timeout=read_timeout) for url in self.hosts
+        }
         self.snapshot = BackendSnapshot(name, self.kind, tuple(HostSnapshot(u, False, error="not probed yet") for u in self.hosts))
 
     def canonical(self, model_id: str) -> str:
@@ -125,12 +119,10 @@ class OllamaBackend(Backend):
             models.setdefault(name, ModelState(name, True, True, m.get("size"), m.get("size_vram"), m.get("expires_at"), m.get("details") or {}))
         return models
 
-    def _client_for(self, model: str) -> httpx.AsyncClient:
-        url = self.snapshot.host_for(model)
-        if url is None:
-            reachable = [h.url for h in self.snapshot.hosts if h.reachable]
-            url = reachable[0] if reachable else self.hosts[0]
-        return self._clients[url]
+    def _clients_for(self, model: str) -> list[httpx.AsyncClient]:
+        """The best host for ``model`` first, then every other host, for failover."""
+        first = pick_host(self.snapshot, self.hosts, model)
+        return [self._clients[first]] + [self._clients[url] for url in self.hosts if url != first]
 
     # -- load / unload ----------------------------------------------------------
     async def load(self, model_id: str, *, keep_alive: str | int, options: dict[str, Any]) -> float:
@@ -155,27 +147,25 @@ class OllamaBackend(Backend):
         return (await self._post(model, "/api/show", {"model": model}, timeout=None, loading=False)).json()
 
     async def _post(self, model: str, path: str, body: dict, *, timeout: float | None, loading: bool) -> httpx.Response:
-        client = self._client_for(model)
-        kwargs = {"timeout": httpx.Timeout(client.timeout.connect, read=timeout)} if timeout else {}
-        try:
-            resp = await client.post(path, json=body, **kwargs)
-        except (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout) as exc:
-            raise BackendUnreachable(f"cannot reach {client.base_url} ({type(exc).__name__})", model=model) from exc
-        except httpx.TimeoutException as exc:
-            err = ModelLoadFailed if loading else BackendError
-            raise err(f"{client.base_url} did not answer {path} in time", model=model) from exc
-        except httpx.HTTPError as exc:
-            raise BackendError(f"{client.base_url} failed on {path}: {type(exc).__name__}", model=model) from exc
-        if resp.status_code >= 400:
-            raise translate_status(resp, model, loading=loading)
-        return resp
+        for client in self._clients_for(model):
+            kwargs = {"timeout": httpx.Timeout(client.timeout.connect, read=timeout)} if timeout else {}
+            try:
+                resp = await client.post(path, json=body, **kwargs)
+            except httpx.HTTPError as exc:
+                error = request_error(exc, client, path, model, loading=loading)
+                if isinstance(error, BackendUnreachable):
+                    continue  # nothing reached that host: the next one may answer
+                raise error from exc
+            if resp.status_code >= 400:
+                raise translate_status(resp, model, loading=loading)
+            return resp
+        raise error
 
     # -- chat ---------------------------------------------------------------------
     async def chat(
         self, model_id: str, messages: Sequence[ChatMessage], *, options: dict[str, Any], keep_alive: str | int
     ) -> AsyncIterator[ChatChunk]:
         model = self.canonical(model_id)
-        client = self._client_for(model)
         body = {
             "model": model,
             "messages": [{"role": m.role, "content": m.content} for m in messages],
@@ -183,6 +173,16 @@ class OllamaBackend(Backend):
             "options": options,
             "keep_alive": keep_alive,
         }
+        for client in self._clients_for(model):
+            try:
+                async for chunk in self._chat_on(client, model, body):
+                    yield chunk
+                return
+            except BackendUnreachable as exc:
+                error = exc  # nothing reached that host, so nothing was streamed: try the next one
+        raise error
+
+    async def _chat_on(self, client: httpx.AsyncClient, model: str, body: dict) -> AsyncIterator[ChatChunk]:
         got_text = False
         # A model not in memory loads before its first byte: allow the load timeout for that wait.
         state = self.snapshot.model(model)
@@ -201,10 +201,8 @@ class OllamaBackend(Backend):
                     yield chunk
                     if chunk.done:
                         return
-        except (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout) as exc:
-            raise BackendUnreachable(f"cannot reach {client.base_url} ({type(exc).__name__})", model=model) from exc
         except httpx.HTTPError as exc:
-            raise StreamBroken(f"the stream from {client.base_url} broke: {type(exc).__name__}", model=model) from exc
+            raise stream_error(exc, client, model) from exc
         raise StreamBroken(f"the stream from {client.base_url} ended without its final line", model=model)
 
     @staticmethod
