@@ -239,3 +239,24 @@ def test_unloading_a_model_waits_for_the_stream_using_it(server, fake_ollama):
     assert [p for p, b in fake_ollama.requests if p == "/api/generate"][-1:] == ["/api/generate"]
     assert PRO not in fake_ollama.loaded
     assert client.post("/api/models/pro/unload").status_code == 403
+
+
+def test_after_a_downgrade_the_locked_tier_shows_and_switching_away_frees_the_user(server, fake_ollama):
+    client = server.client(server.add_user("alice", "pro"))
+    cid = new_conversation(client)
+    assert client.post("/api/models/tier", json={"tier": "pro"}).status_code == 200
+
+    async def downgrade(rt):
+        from kynsey.accounts.service import change_plan
+
+        async with rt.sessions() as db:
+            await change_plan(db, rt.catalog, "alice", "standard", actor="test")
+
+    server.call(downgrade)
+    listing = client.get("/api/models/tiers").json()
+    pro = next(t for t in listing["tiers"] if t["tier"] == "pro")
+    assert listing["active"] == "pro" and not pro["allowed"] and pro["upgrade"]["unlock_plans"] == ["pro"]
+    assert client.post(f"/api/conversations/{cid}/messages", json={"content": "x"}).json()["error"]["code"] == "tier_locked"
+    resp = client.post("/api/models/tier", json={"tier": "standard"})
+    assert resp.status_code == 200 and resp.json()["status"] == "ready" and resp.json()["previous"] == "pro"
+    assert send(client, cid, "back on standard")[0][1]["tier"] == "standard"

@@ -35,23 +35,28 @@ def require_tier(catalog: Catalog, user: User, slug: str) -> TierProfile:
 
 
 def active_tier(catalog: Catalog, user: User) -> TierProfile:
-    """The tier that answers ``user``: their chosen one while it exists and their plan allows it."""
+    """The tier ``user`` chose (the default until they choose, or when their tier left the catalog).
+
+    It is not checked against their plan here: a chosen tier the plan no longer
+    grants stays visible as theirs, locked, until they switch (``answering_tier``
+    refuses to use it, with the upgrade prompt).
+    """
     tier = catalog.tier(user.active_tier) if user.active_tier else None
-    if tier is not None and catalog.plan_allows(user.plan, tier):
-        return tier
-    return catalog.tiers[catalog.default_tier]
+    return tier or catalog.tiers[catalog.default_tier]
+
+
+async def current_tier(rt, user: User) -> TierProfile:
+    """The tier that would answer ``user`` now: the default while switching is off for them (SPEC F10)."""
+    from kynsey.rollout.flags import switching_enabled
+
+    if await switching_enabled(rt, user):
+        return active_tier(rt.catalog, user)
+    return rt.catalog.tiers[rt.catalog.default_tier]
 
 
 async def answering_tier(rt, user: User) -> TierProfile:
-    """The tier that answers ``user``'s chat (SPEC F5, F10).
-
-    The default tier while switching is off for them; otherwise their active
-    tier, which their plan must still grant: a tier they lost access to is a
-    TierLocked error with the upgrade prompt, not a silent change of model.
-    """
-    from kynsey.rollout.flags import switching_enabled
-
-    catalog = rt.catalog
-    if user.active_tier not in catalog.tiers or not await switching_enabled(rt, user):
-        return catalog.tiers[catalog.default_tier]
-    return require_tier(catalog, user, user.active_tier)
+    """The tier that answers ``user``'s chat (SPEC F5): their current tier, which their
+    plan must still grant. A tier they lost access to is a TierLocked error with the
+    upgrade prompt, not a silent change of model; switching away from it works."""
+    tier = await current_tier(rt, user)
+    return require_tier(rt.catalog, user, tier.tier)

@@ -64,8 +64,7 @@ async def switch_tier(rt: Runtime, db: AsyncSession, user: User, slug: str, *, r
 
 
 async def _switch(rt: Runtime, db: AsyncSession, user: User, slug: str, previous: str, started: float) -> SwitchResult:
-    if not await switching_enabled(rt, user):
-        raise FeatureDisabled("tier switching is not enabled for your account; the default tier answers")
+    await _require_switching(rt, user)
     tier = require_tier(rt.catalog, user, slug)
     if tier.tier == previous:
         return SwitchResult(tier.tier, previous, "unchanged", _ms(started))
@@ -86,6 +85,11 @@ async def _switch(rt: Runtime, db: AsyncSession, user: User, slug: str, previous
     db.add(user)
     load_ms = round(load_ms, 1) if load_ms is not None else None
     return SwitchResult(tier.tier, previous, "ready" if loaded else "warming", _ms(started), load_ms, rate)
+
+
+async def _require_switching(rt: Runtime, user: User) -> None:
+    if not await switching_enabled(rt, user):
+        raise FeatureDisabled("tier switching is not enabled for your account; the default tier answers")
 
 
 def _refusal(exc: KynseyError) -> str:
@@ -115,6 +119,7 @@ def _ms(started: float) -> float:
 
 async def warm_ahead(rt: Runtime, user: User, slug: str) -> str:
     """Start loading ``slug``'s model before the user switches to it; returns its status."""
+    await _require_switching(rt, user)
     tier = require_tier(rt.catalog, user, slug)
     await rt.limiter.hit(rt.settings.warm_rate_limit, "warm", str(user.id))
     status = rt.tier_status(tier)

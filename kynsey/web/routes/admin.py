@@ -31,7 +31,7 @@ async def _all_users(db: AsyncSession) -> list[User]:
 @router.get("/users")
 async def list_users(rt: RuntimeDep, db: DbDep, admin: AdminDep) -> AdminUsersPublic:
     users = await _all_users(db)
-    return AdminUsersPublic(users=[user_public(rt, u) for u in users], plans=list(rt.catalog.plans))
+    return AdminUsersPublic(users=[await user_public(rt, u) for u in users], plans=list(rt.catalog.plans))
 
 
 @router.put("/users/{name}/plan")
@@ -39,7 +39,7 @@ async def put_plan(name: str, body: PlanIn, rt: RuntimeDep, db: DbDep, admin: Ad
     await accounts.change_plan(db, rt.catalog, name, body.plan, actor=admin.name, request_id=rid)
     user = await accounts.get_user(db, name)
     await db.commit()
-    return user_public(rt, user)
+    return await user_public(rt, user)
 
 
 @router.get("/audit")

@@ -5,15 +5,16 @@ from __future__ import annotations
 from fastapi import APIRouter, Request, Response
 
 from kynsey.accounts import service as accounts
-from kynsey.switching.access import active_tier
+from kynsey.switching.access import current_tier
 from kynsey.web.deps import SESSION_COOKIE, DbDep, RuntimeDep, UserDep
 from kynsey.web.schemas import LoginIn, SessionPublic, UserPublic
 
 router = APIRouter(prefix="/api/auth", tags=["auth"])
 
 
-def user_public(rt, user) -> UserPublic:
-    return UserPublic(name=user.name, plan=user.plan, is_admin=user.is_admin, active_tier=active_tier(rt.catalog, user).tier)
+async def user_public(rt, user) -> UserPublic:
+    tier = await current_tier(rt, user)
+    return UserPublic(name=user.name, plan=user.plan, is_admin=user.is_admin, active_tier=tier.tier)
 
 
 @router.post("/login")
@@ -29,7 +30,7 @@ async def login(body: LoginIn, response: Response, rt: RuntimeDep, db: DbDep) ->
         secure=rt.settings.cookie_secure,
         path="/",
     )
-    return SessionPublic(user=user_public(rt, user), csrf_token=session.csrf_token)
+    return SessionPublic(user=await user_public(rt, user), csrf_token=session.csrf_token)
 
 
 @router.post("/logout", status_code=204)
@@ -43,4 +44,4 @@ async def logout(request: Request, response: Response, user: UserDep, db: DbDep)
 
 @router.get("/me")
 async def me(request: Request, rt: RuntimeDep, user: UserDep) -> SessionPublic:
-    return SessionPublic(user=user_public(rt, user), csrf_token=getattr(request.state, "csrf_token", None))
+    return SessionPublic(user=await user_public(rt, user), csrf_token=getattr(request.state, "csrf_token", None))
