@@ -11,11 +11,13 @@ any other httpx.HTTPError during a stream         -> StreamBroken
 
 from __future__ import annotations
 
+import asyncio
+from abc import abstractmethod
 from collections.abc import Sequence
 
 import httpx
 
-from kynsey.backends.base import BackendSnapshot
+from kynsey.backends.base import Backend, BackendSnapshot, HostSnapshot
 from kynsey.errors import BackendError, BackendUnreachable, ModelLoadFailed, StreamBroken
 
 # Failures that mean nothing reached the server: the host is down or saturated.
@@ -61,3 +63,51 @@ def stream_error(exc: httpx.HTTPError, client: httpx.AsyncClient, model: str) ->
     if isinstance(exc, CONNECT_ERRORS):
         return unreachable(exc, client, model)
     return StreamBroken(f"the stream from {client.base_url} broke: {type(exc).__name__}", model=model)
+
+
+class HttpBackend(Backend):
+    """A backend reached over HTTP on one or more hosts: one shared client per host,
+    every host probed at once, requests sent to the best host first."""
+
+    def __init__(
+        self,
+        name: str,
+        hosts: Sequence[str],
+        *,
+        connect_timeout: float,
+        read_timeout: float,
+        load_timeout: float,
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        super().__init__(name)
+        if not hosts:
+            raise ValueError(f"a {self.kind} backend needs at least one host")
+        self.hosts = list(hosts)
+        self.load_timeout = load_timeout
+        self._clients = {
+            url: new_client(url, connect_timeout=connect_timeout, read_timeout=read_timeout, headers=headers)
+            for url in self.hosts
+        }
+        self.snapshot = BackendSnapshot(
+            name, self.kind, tuple(HostSnapshot(u, False, error="not probed yet") for u in self.hosts)
+        )
+
+    async def probe(self, timeout: float) -> BackendSnapshot:
+        hosts = await asyncio.gather(*(self._probe_host(url, timeout) for url in self.hosts))
+        self.snapshot = BackendSnapshot(self.name, self.kind, tuple(hosts))
+        return self.snapshot
+
+    @abstractmethod
+    async def _probe_host(self, url: str, timeout: float) -> HostSnapshot:
+        """One host's health and models, within ``timeout``."""
+
+    def _clients_for(self, model: str) -> list[httpx.AsyncClient]:
+        """The best host for ``model`` first, then every other host, for failover."""
+        first = pick_host(self.snapshot, self.hosts, model)
+        return [self._clients[first]] + [self._clients[url] for url in self.hosts if url != first]
+
+    def _client_for(self, model: str) -> httpx.AsyncClient:
+        return self._clients[pick_host(self.snapshot, self.hosts, model)]
+
+    async def aclose(self) -> None:
+        await asyncio.gather(*(c.aclose() for c in self._clients.values()))

@@ -17,8 +17,8 @@ from typing import Any
 
 import httpx
 
-from kynsey.backends.base import Backend, BackendSnapshot, ChatChunk, ChatMessage, HostSnapshot, ModelState
-from kynsey.backends.http import new_client, pick_host, request_error, stream_error
+from kynsey.backends.base import ChatChunk, ChatMessage, HostSnapshot, ModelState
+from kynsey.backends.http import HttpBackend, request_error, stream_error
 from kynsey.errors import BackendBusy, BackendError, BackendUnreachable, ModelLoadFailed, ModelMissing, StreamBroken
 
 NS_PER_MS = 1_000_000
@@ -55,31 +55,13 @@ def translate_status(resp: httpx.Response, model: str, *, loading: bool) -> Back
     return BackendError(f"the backend answered {resp.status_code}: {text}", model=model)
 
 
-class OllamaBackend(Backend):
+class OllamaBackend(HttpBackend):
     kind = "ollama"
-
-    def __init__(
-        self, name: str, hosts: Sequence[str], *, connect_timeout: float, read_timeout: float, load_timeout: float
-    ) -> None:
-        super().__init__(name)
-        if not hosts:
-            raise ValueError("an Ollama backend needs at least one host")
-        self.hosts = list(hosts)
-        self.load_timeout = load_timeout
-        self._clients = {
-            url: new_client(url, connect_timeout=connect_timeout, read_timeout=read_timeout) for url in self.hosts
-        }
-        self.snapshot = BackendSnapshot(name, self.kind, tuple(HostSnapshot(u, False, error="not probed yet") for u in self.hosts))
 
     def canonical(self, model_id: str) -> str:
         return ollama_name(model_id)
 
     # -- status -----------------------------------------------------------------
-    async def probe(self, timeout: float) -> BackendSnapshot:
-        hosts = await asyncio.gather(*(self._probe_host(url, timeout) for url in self.hosts))
-        self.snapshot = BackendSnapshot(self.name, self.kind, tuple(hosts))
-        return self.snapshot
-
     async def _probe_host(self, url: str, timeout: float) -> HostSnapshot:
         client = self._clients[url]
         started = time.perf_counter()
@@ -118,11 +100,6 @@ class OllamaBackend(Backend):
         for name, m in loaded.items():
             models.setdefault(name, ModelState(name, True, True, m.get("size"), m.get("size_vram"), m.get("expires_at"), m.get("details") or {}))
         return models
-
-    def _clients_for(self, model: str) -> list[httpx.AsyncClient]:
-        """The best host for ``model`` first, then every other host, for failover."""
-        first = pick_host(self.snapshot, self.hosts, model)
-        return [self._clients[first]] + [self._clients[url] for url in self.hosts if url != first]
 
     # -- load / unload ----------------------------------------------------------
     async def load(self, model_id: str, *, keep_alive: str | int, options: dict[str, Any]) -> float:
@@ -230,6 +207,3 @@ class OllamaBackend(Backend):
             load_ms=round(load_ns / NS_PER_MS, 3) if load_ns is not None else None,
             done_reason=data.get("done_reason"),
         )
-
-    async def aclose(self) -> None:
-        await asyncio.gather(*(c.aclose() for c in self._clients.values()))

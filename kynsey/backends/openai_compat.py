@@ -21,8 +21,8 @@ from typing import Any
 
 import httpx
 
-from kynsey.backends.base import Backend, BackendSnapshot, ChatChunk, ChatMessage, HostSnapshot, ModelState
-from kynsey.backends.http import new_client, pick_host, request_error, stream_error
+from kynsey.backends.base import ChatChunk, ChatMessage, HostSnapshot, ModelState
+from kynsey.backends.http import HttpBackend, request_error, stream_error
 from kynsey.errors import BackendBusy, BackendError, ModelMissing, StreamBroken
 
 # Kynsey's tier options (Ollama's names) -> the OpenAI request field.
@@ -133,7 +133,7 @@ class _Reply:
         )
 
 
-class OpenAIBackend(Backend):
+class OpenAIBackend(HttpBackend):
     kind = "openai"
 
     def __init__(
@@ -146,24 +146,16 @@ class OpenAIBackend(Backend):
         read_timeout: float,
         load_timeout: float,
     ) -> None:
-        super().__init__(name)
-        if not hosts:
-            raise ValueError("an OpenAI-compatible backend needs at least one host")
-        self.hosts = [base_url(h) for h in hosts]
-        self.load_timeout = load_timeout
-        headers = {"Authorization": f"Bearer {api_key}"} if api_key else None
-        self._clients = {
-            url: new_client(url, connect_timeout=connect_timeout, read_timeout=read_timeout, headers=headers)
-            for url in self.hosts
-        }
-        self.snapshot = BackendSnapshot(name, self.kind, tuple(HostSnapshot(u, False, error="not probed yet") for u in self.hosts))
+        super().__init__(
+            name,
+            [base_url(h) for h in hosts],
+            connect_timeout=connect_timeout,
+            read_timeout=read_timeout,
+            load_timeout=load_timeout,
+            headers={"Authorization": f"Bearer {api_key}"} if api_key else None,
+        )
 
     # -- status -----------------------------------------------------------------
-    async def probe(self, timeout: float) -> BackendSnapshot:
-        hosts = await asyncio.gather(*(self._probe_host(url, timeout) for url in self.hosts))
-        self.snapshot = BackendSnapshot(self.name, self.kind, tuple(hosts))
-        return self.snapshot
-
     async def _probe_host(self, url: str, timeout: float) -> HostSnapshot:
         client = self._clients[url]
         started = time.perf_counter()
@@ -208,9 +200,6 @@ class OpenAIBackend(Backend):
                 details = {"owned_by": item["owned_by"]} if item.get("owned_by") else {}
                 models[item["id"]] = ModelState(item["id"], installed=True, loaded=True, details=details)
         return models
-
-    def _client_for(self, model: str) -> httpx.AsyncClient:
-        return self._clients[pick_host(self.snapshot, self.hosts, model)]
 
     # -- load / unload ----------------------------------------------------------
     async def load(self, model_id: str, *, keep_alive: str | int, options: dict[str, Any]) -> float:
@@ -293,5 +282,3 @@ class OpenAIBackend(Backend):
         reply.chunks += 1
         return ChatChunk(text=text)
 
-    async def aclose(self) -> None:
-        await asyncio.gather(*(c.aclose() for c in self._clients.values()))

@@ -13,6 +13,8 @@ from dataclasses import dataclass
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from kynsey.audit import AuditRecord, append
+from kynsey.availability.status import TierStatus
+from kynsey.catalog import TierProfile
 from kynsey.errors import BackendError, FeatureDisabled, KynseyError, TierUnavailable
 from kynsey.ratelimit import RateInfo
 from kynsey.rollout.flags import switching_enabled
@@ -70,6 +72,18 @@ async def _switch(rt: Runtime, db: AsyncSession, user: User, slug: str, previous
         return SwitchResult(tier.tier, previous, "unchanged", _ms(started))
     rate = await rt.limiter.hit(rt.settings.switch_rate_limit, "switch", str(user.id))
     await rt.monitor.wait_first()
+    status = usable_status(rt, tier)
+    loaded, load_ms = True, None
+    if status.status != "ready":
+        loaded, load_ms = await rt.warmer.warm(tier, rt.settings.switch_warm_wait)
+    user.active_tier = tier.tier
+    db.add(user)
+    load_ms = round(load_ms, 1) if load_ms is not None else None
+    return SwitchResult(tier.tier, previous, "ready" if loaded else "warming", _ms(started), load_ms, rate)
+
+
+def usable_status(rt: Runtime, tier: TierProfile) -> TierStatus:
+    """``tier``'s status if a switch (or warm-up) may use it; else TierUnavailable saying why."""
     status = rt.tier_status(tier)
     if not status.usable:
         raise TierUnavailable(
@@ -78,13 +92,7 @@ async def _switch(rt: Runtime, db: AsyncSession, user: User, slug: str, previous
             tier=tier.tier,
             tier_status=status.status,
         )
-    loaded, load_ms = True, None
-    if status.status != "ready":
-        loaded, load_ms = await rt.warmer.warm(tier, rt.settings.switch_warm_wait)
-    user.active_tier = tier.tier
-    db.add(user)
-    load_ms = round(load_ms, 1) if load_ms is not None else None
-    return SwitchResult(tier.tier, previous, "ready" if loaded else "warming", _ms(started), load_ms, rate)
+    return status
 
 
 async def _require_switching(rt: Runtime, user: User) -> None:
@@ -122,14 +130,7 @@ async def warm_ahead(rt: Runtime, user: User, slug: str) -> str:
     await _require_switching(rt, user)
     tier = require_tier(rt.catalog, user, slug)
     await rt.limiter.hit(rt.settings.warm_rate_limit, "warm", str(user.id))
-    status = rt.tier_status(tier)
-    if not status.usable:
-        raise TierUnavailable(
-            f"{tier.display_name} is unavailable: {status.reason}",
-            status=UNAVAILABLE_HTTP[status.status],
-            tier=tier.tier,
-            tier_status=status.status,
-        )
+    status = usable_status(rt, tier)
     if status.status == "cold":
         rt.warmer.start(tier)
         return "warming"
