@@ -89,6 +89,18 @@ def serve(
     uvicorn.run(create_app(settings), host=host, port=port, log_config=None, access_log=False)
 
 
+@app.command("check-catalog")
+def check_catalog(path: Annotated[Path, typer.Argument(help="The tier catalog TOML to check.")]) -> None:
+    """Validate a tier catalog file without starting anything."""
+    from kynsey.catalog import load_catalog
+
+    try:
+        catalog = load_catalog(path)
+    except CatalogError as exc:
+        fail(str(exc), 2)
+    typer.echo(f"{path}: valid: tiers {', '.join(catalog.tiers)}; plans {', '.join(catalog.plans)}")
+
+
 @app.command("settings")
 def show_settings(
     markdown: Annotated[bool, typer.Option("--markdown", help="Print a Markdown table (the README's).")] = False,

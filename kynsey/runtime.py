@@ -65,6 +65,9 @@ class Runtime:
         )
         self.monitor.on_refresh(self.warmer.keep_warm)
         self.monitor.on_refresh(self.flags.refresh)
+        from kynsey.catalog.reload import CatalogWatcher
+
+        self.monitor.on_refresh(CatalogWatcher(self).check)
         self.monitor.start()
         from kynsey.chat.recovery import sweep_forever
 

@@ -74,3 +74,12 @@ def test_a_bad_catalog_or_setting_stops_with_its_name(kynsey, tmp_path, monkeypa
     monkeypatch.setenv("KYNSEY_SWITCH_RATE_LIMIT", "lots")
     result = kynsey("user", "list")
     assert result.exit_code == 2 and "switch_rate_limit" in result.output
+
+
+def test_check_catalog(kynsey, tmp_path):
+    good = kynsey("check-catalog", "examples/local-tiers.toml")
+    assert good.exit_code == 0 and "valid: tiers standard, fast" in good.output
+    bad = tmp_path / "bad.toml"
+    bad.write_text("[[tiers]]\ntier = 1\n")
+    result = kynsey("check-catalog", str(bad))
+    assert result.exit_code == 2 and str(bad) in result.output

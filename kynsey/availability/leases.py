@@ -23,6 +23,10 @@ class ModelLeases:
             del self._counts[key]
             self._idle.pop(key, asyncio.Event()).set()
 
+    def keys(self) -> list[tuple[str, str]]:
+        """The (backend, model) pairs some stream uses now."""
+        return list(self._counts)
+
     def in_use(self, backend: str, model: str) -> int:
         return self._counts.get((backend, model), 0)
 

@@ -9,7 +9,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from kynsey.errors import KynseyError
+from kynsey.errors import CatalogError, KynseyError
 
 log = logging.getLogger(__name__)
 
@@ -24,6 +24,10 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(KynseyError)
     async def _domain(request: Request, exc: KynseyError) -> JSONResponse:
         return JSONResponse({"error": exc.to_dict()}, status_code=exc.status, headers=exc.headers or None)
+
+    @app.exception_handler(CatalogError)
+    async def _catalog(request: Request, exc: CatalogError) -> JSONResponse:
+        return error_response(422, "invalid_catalog", str(exc), file=exc.path, tier=exc.tier, field=exc.field)
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:

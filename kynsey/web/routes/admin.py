@@ -13,6 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from kynsey.accounts import service as accounts
 from kynsey.audit.query import AuditFilter, entry_public, recent
+from kynsey.catalog.reload import reload_catalog
 from kynsey.storage.models import User
 from kynsey.web.deps import AdminDep, DbDep, RequestIdDep, RuntimeDep
 from kynsey.web.routes.auth import user_public
@@ -57,3 +58,10 @@ async def list_audit(
     rows = await recent(db, where, limit=limit, before_id=before_id)
     more = len(rows) == limit
     return AuditPagePublic(entries=[entry_public(r) for r in rows], next_before_id=rows[-1].id if rows and more else None)
+
+
+@router.post("/catalog/reload")
+async def reload_catalog_route(rt: RuntimeDep, admin: AdminDep, rid: RequestIdDep) -> dict:
+    """Load the tier catalog file again (audited); an invalid file changes nothing and answers 422."""
+    result = await reload_catalog(rt, actor=admin.name, request_id=rid)
+    return {"source": result.source, "tiers": result.tiers, "rebuilt_backends": result.rebuilt_backends}

@@ -1,0 +1,94 @@
+"""Reload the catalog without a restart (SPEC F1).
+
+The new file is validated whole before anything changes: a bad file leaves the
+running catalog as it was. Backends whose configuration (or, for ``local``,
+whose tiers) changed are rebuilt; the old ones are closed only once no stream
+uses them. Each instance also watches the file's modification time, so
+instances sharing the file pick a change up within a status refresh (SPEC N5).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass
+
+from kynsey.audit import AuditRecord, append
+from kynsey.backends.registry import build_backend
+from kynsey.catalog.loader import load_catalog
+from kynsey.catalog.schema import Catalog
+from kynsey.errors import CatalogError
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class ReloadResult:
+    source: str
+    tiers: list[str]
+    rebuilt_backends: list[str]
+
+
+def _backend_key(catalog: Catalog, name: str) -> tuple:
+    config = catalog.backends[name]
+    tiers = tuple(t for t in catalog.tiers.values() if t.backend == name) if config.kind == "local" else ()
+    return config, tiers
+
+
+async def reload_catalog(rt, *, actor: str, request_id: str | None = None) -> ReloadResult:
+    """Swap in the catalog file's current content and audit it; CatalogError leaves all as it was."""
+    new = load_catalog(rt.settings.tiers)
+    old = rt.catalog
+    rebuilt = [n for n in new.backends if n not in old.backends or _backend_key(old, n) != _backend_key(new, n)]
+    retired = [rt.backends[n] for n in rt.backends if n not in new.backends or n in rebuilt]
+    for name in rebuilt:
+        rt.backends[name] = build_backend(name, new.backends[name], new, rt.settings)
+    for name in [n for n in rt.backends if n not in new.backends]:
+        del rt.backends[name]
+    rt.catalog = new
+    for backend in retired:
+        asyncio.create_task(_retire(rt, backend), name=f"retire backend {backend.name}")
+    await rt.monitor.refresh()
+    result = ReloadResult(new.source, list(new.tiers), rebuilt)
+    async with rt.sessions() as db:
+        details = {"source": result.source, "tiers": result.tiers, "rebuilt_backends": rebuilt}
+        await append(db, AuditRecord(actor=actor, action="catalog_reload", result="ok", request_id=request_id, details=details))
+    log.info("catalog reloaded from %s: tiers %s, rebuilt backends %s", new.source, result.tiers, rebuilt)
+    return result
+
+
+async def _retire(rt, backend) -> None:
+    """Close a replaced backend once no stream on its models remains (at most a read timeout)."""
+    models = {m for (b, m) in rt.leases.keys() if b == backend.name}
+    try:
+        async with asyncio.timeout(rt.settings.read_timeout):
+            for model in models:
+                await rt.leases.wait_idle(backend.name, model)
+    except TimeoutError:
+        pass
+    await backend.aclose()
+
+
+class CatalogWatcher:
+    """Reload when the catalog file's modification time changes."""
+
+    def __init__(self, rt) -> None:
+        self.rt = rt
+        self.mtime = self._mtime()
+
+    def _mtime(self) -> float | None:
+        path = self.rt.settings.tiers
+        try:
+            return path.stat().st_mtime if path else None
+        except OSError:
+            return None
+
+    async def check(self) -> None:
+        mtime = self._mtime()
+        if mtime is None or mtime == self.mtime:
+            return
+        self.mtime = mtime
+        try:
+            await reload_catalog(self.rt, actor="system")
+        except CatalogError as exc:
+            log.error("the changed catalog is invalid; still serving the previous one: %s", exc)
