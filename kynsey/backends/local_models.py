@@ -30,10 +30,13 @@ from typing import Any
 
 from kynsey.errors import BackendError
 
-# llama.cpp's OpenMP workers spin between tokens by default; sharing two cores with the
-# event loop (and other processes) that made generation several times slower in our
-# measurements. Set before libgomp loads; an operator's own setting wins.
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+# llama.cpp's OpenMP workers spin at every barrier (libgomp: 300,000 spins). On a shared
+# 2-core host a spinning worker takes the core its partner or the event loop needs: with
+# other load, SmolLM2 fell from ~100 to ~10 tokens/s. A short spin keeps the idle speed
+# and held ~17 under the same load (OMP_WAIT_POLICY=PASSIVE: ~24, but only ~30 idle).
+# Read when libgomp loads, so set before importing llama_cpp; an operator's setting wins.
+if "OMP_WAIT_POLICY" not in os.environ:
+    os.environ.setdefault("GOMP_SPINCOUNT", "1000")
 
 try:
     import llama_cpp
