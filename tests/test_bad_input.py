@@ -26,6 +26,8 @@ import pytest
         ("POST", "/api/auth/login", {"json": {"name": "", "password": ""}}),
         ("POST", "/api/auth/login", {"json": {"name": "x" * 65, "password": "y"}}),
         ("POST", "/api/models/warm", {"json": {"tier": "nope"}}),
+        ("POST", "/api/conversations", {"json": {"title": "a\u0000b"}}),
+        ("GET", "/api/admin/audit?user=%00", {}),
     ],
 )
 def test_odd_requests_get_4xx_json_never_500(server, method, path, kwargs):

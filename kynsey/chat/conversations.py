@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import uuid
 from datetime import UTC, datetime
 
@@ -12,6 +13,7 @@ from kynsey.errors import ConversationNotFound, InvalidRequest
 from kynsey.storage.models import Conversation, Message, User, iso_utc
 
 TITLE_MAX = 200
+ID_RE = re.compile(r"[0-9a-f]{32}")  # ids are uuid4 hex; anything else cannot name a row
 
 
 def new_id() -> str:
@@ -30,9 +32,9 @@ async def create(db: AsyncSession, user: User, title: str | None) -> Conversatio
 
 
 async def owned(db: AsyncSession, user: User, conversation_id: str) -> Conversation:
-    conversation = await db.get(Conversation, conversation_id) if len(conversation_id) <= 32 else None
+    conversation = await db.get(Conversation, conversation_id) if ID_RE.fullmatch(conversation_id) else None
     if conversation is None or conversation.user_id != user.id:
-        raise ConversationNotFound(f"there is no conversation '{conversation_id[:40]}' for you")
+        raise ConversationNotFound(f"there is no conversation {conversation_id[:40]!r} for you")
     return conversation
 
 

@@ -212,6 +212,8 @@ async def _save(rt: Runtime, message_id: str, **values) -> None:
 
 
 async def stored_reply(db: AsyncSession, conversation_id: str, message_id: str) -> Message | None:
+    if not conversations.ID_RE.fullmatch(message_id):
+        return None
     stmt = select(Message).where(Message.id == message_id, Message.conversation_id == conversation_id,
                                  Message.role == "assistant")
     return await db.scalar(stmt)

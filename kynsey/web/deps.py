@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from typing import Annotated
 
-from fastapi import Depends, Request
+from fastapi import Depends, Query, Request
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from kynsey.accounts.service import session_user, user_for_token
@@ -68,3 +68,7 @@ async def current_admin(user: UserDep) -> User:
 
 
 AdminDep = Annotated[User, Depends(current_admin)]
+
+
+# A text filter in a query string: short, and without NUL (PostgreSQL cannot compare text with NUL).
+FilterText = Annotated[str | None, Query(max_length=64, pattern=r"^[^\x00]*$")]

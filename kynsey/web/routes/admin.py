@@ -15,14 +15,11 @@ from kynsey.accounts import service as accounts
 from kynsey.audit.query import AuditFilter, entry_public, recent
 from kynsey.catalog.reload import reload_catalog
 from kynsey.storage.models import User
-from kynsey.web.deps import AdminDep, DbDep, RequestIdDep, RuntimeDep
+from kynsey.web.deps import AdminDep, DbDep, FilterText, RequestIdDep, RuntimeDep
 from kynsey.web.routes.auth import user_public
 from kynsey.web.schemas import AdminUsersPublic, AuditPagePublic, PlanIn, UserPublic
 
 router = APIRouter(prefix="/api/admin", tags=["admin"])
-
-FilterText = Annotated[str | None, Query(max_length=64)]
-
 
 async def _all_users(db: AsyncSession) -> list[User]:
     # The same one-line listing as `kynsey user list`; no rule applies to it.

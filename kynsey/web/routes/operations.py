@@ -9,7 +9,7 @@ from collections.abc import AsyncIterator
 from datetime import datetime
 from typing import Annotated, Literal
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter
 from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -19,12 +19,9 @@ from kynsey.audit.verify import verify_chain
 from kynsey.rollout.dashboard import dashboard
 from kynsey.rollout.flags import check_name
 from kynsey.runtime import Runtime
-from kynsey.web.deps import AdminDep, DbDep, RequestIdDep, RuntimeDep
+from kynsey.web.deps import AdminDep, DbDep, FilterText, RequestIdDep, RuntimeDep
 
 router = APIRouter(prefix="/api/admin", tags=["operations"])
-
-FilterText = Annotated[str | None, Query(max_length=64)]
-
 
 class FlagIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
