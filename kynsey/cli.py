@@ -211,7 +211,8 @@ def tiers_command(tiers: TiersOpt = None) -> None:
     for model in report["models"]:
         tier = catalog.tiers[model["tier"]]
         size = f"{model['size'] / 1e9:.2f} GB" if model["size"] else "-"
-        typer.echo(f"{tier.tier:10} {tier.display_name:12} {model['model']:32} {model['status']:12} {size:>10}  {model['reason']}")
+        detail = f"{model['file']} ({'loaded' if model['loaded'] else 'not loaded'})" if model["file"] else model["reason"]
+        typer.echo(f"{tier.tier:10} {tier.display_name:12} {model['model']:32} {model['status']:12} {size:>10}  {detail}")
 
 
 def _flag_text(flag) -> str:

@@ -76,6 +76,7 @@ def status_report(rt: Runtime) -> dict[str, Any]:
                 "installed": state is not None and state.installed,
                 "loaded": state is not None and state.loaded,
                 "size": state.size if state else None,
+                "file": state.details.get("path") if state else None,
                 "expires_at": state.expires_at if state else None,
                 "circuit": rt.circuits.state(tier.backend, status.model),
             }
