@@ -135,7 +135,7 @@ async def run(args, urls: dict[str, str], kynsey: Kynsey, token: str) -> list[tu
             ("Kynsey RSS idle", mb(idle)),
         ]
         await kyn.post("/api/models/tier", json={"tier": "code"})
-        for round_no in (1, 2):
+        for round_no in range(1, args.rounds + 1):
             cids = await conversations(kyn, args.streams)
             d_rate = await concurrent(direct_stream, [(direct, ollama_medium)] * args.streams)
             with PeakRss(kynsey.proc.pid) as peak:
@@ -156,6 +156,7 @@ def main() -> None:
     parser.add_argument("--tokens", type=int, default=20000, help="tokens in a long stream")
     parser.add_argument("--streams", type=int, default=200)
     parser.add_argument("--stream-tokens", type=int, default=2000, help="tokens per concurrent stream")
+    parser.add_argument("--rounds", type=int, default=3, help="rounds of concurrent streams (memory must not grow)")
     args = parser.parse_args()
     replies = {"standard": "20", "pro": str(args.tokens), "code": str(args.stream_tokens)}
     with contextlib.ExitStack() as stack:

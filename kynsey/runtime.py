@@ -69,9 +69,9 @@ class Runtime:
 
         self.monitor.on_refresh(CatalogWatcher(self).check)
         self.monitor.start()
-        from kynsey.chat.recovery import sweep_forever
+        from kynsey.chat.persist import persist_forever
 
-        self.tasks.append(asyncio.create_task(sweep_forever(self), name="kynsey-reply-recovery"))
+        self.tasks.append(asyncio.create_task(persist_forever(self), name="kynsey-reply-persistence"))
 
     async def aclose(self) -> None:
         await self.live.drain(timeout=5)

@@ -71,6 +71,7 @@ class LiveReplies:
     def __init__(self) -> None:
         self.replies: dict[str, LiveReply] = {}
         self.tasks: set[asyncio.Task] = set()
+        self.dirty: set[str] = set()  # replies with text not yet saved
 
     def get(self, message_id: str) -> LiveReply | None:
         return self.replies.get(message_id)

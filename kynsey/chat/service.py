@@ -147,8 +147,6 @@ async def generate(rt: Runtime, live: LiveReply, chain: list[TierProfile], histo
 
 async def _relay(rt: Runtime, live: LiveReply, tier: TierProfile, model: str,
                  stream: AsyncIterator[ChatChunk], first: ChatChunk, started: float) -> None:
-    flush_every = rt.settings.chat_flush_seconds
-    next_flush = time.monotonic() + flush_every
     ttft = first_at = None
     final = first if first.done else None
     chunks = 0
@@ -160,13 +158,11 @@ async def _relay(rt: Runtime, live: LiveReply, tier: TierProfile, model: str,
                     first_at = time.perf_counter()
                     ttft = (first_at - started) * 1000
                 live.add(chunk.text)
+                rt.live.dirty.add(live.message_id)  # saved by the flusher (chat/persist.py)
                 chunks += 1
             if chunk.done:
                 final = chunk
                 break
-            if time.monotonic() >= next_flush:
-                await _save(rt, live.message_id, content=live.text)
-                next_flush = time.monotonic() + flush_every
             chunk = await anext(stream)
     except (BackendError, StopAsyncIteration) as exc:
         error = exc if isinstance(exc, BackendError) else BackendError("the reply ended early")

@@ -44,6 +44,7 @@ async def delete_conversation(conversation_id: str, db: DbDep, user: UserDep) ->
 @router.post("/{conversation_id}/messages")
 async def post_message(conversation_id: str, body: MessageIn, rt: RuntimeDep, db: DbDep, user: UserDep) -> StreamingResponse:
     live = await service.send_message(rt, db, user, conversation_id, body.content)
+    await db.close()  # hand the connection back now: the stream may last minutes
     return StreamingResponse(stream_live(live), media_type="text/event-stream", headers=SSE_HEADERS)
 
 
@@ -58,4 +59,5 @@ async def reattach(conversation_id: str, message_id: str, rt: RuntimeDep, db: Db
         if stored is None:
             raise NotFound(f"there is no reply '{message_id[:40]}' in this conversation")
         events = replay_stored(rt, stored)
+    await db.close()  # hand the connection back now: the stream may last minutes
     return StreamingResponse(events, media_type="text/event-stream", headers=SSE_HEADERS)
