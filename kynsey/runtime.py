@@ -63,7 +63,7 @@ class Runtime:
                 tier.model_id, error is None, load_ms / 1000 if load_ms is not None else None
             )
         )
-        self.monitor.on_refresh(self.warmer.keep_warm)
+        self.monitor.on_refresh(lambda: self.warmer.keep_warm(self.catalog))
         self.monitor.on_refresh(self.flags.refresh)
         from kynsey.catalog.reload import CatalogWatcher
 
@@ -93,8 +93,7 @@ def build_runtime(settings: Settings, catalog: Catalog | None = None) -> Runtime
     backends = build_backends(catalog, settings)
     monitor = StatusMonitor(backends, interval=settings.status_refresh, timeout=settings.status_timeout)
     circuits = Circuits(settings.circuit_failures, settings.circuit_cooldown)
-    holder: dict[str, Runtime] = {}
-    warmer = Warmer(backends, monitor, circuits, lambda: holder["rt"].catalog)
+    warmer = Warmer(backends, monitor, circuits)
     sessions, metrics = make_sessionmaker(engine), Metrics()
     flags = Flags(sessions, ttl=settings.flag_cache_seconds, metrics=metrics)
     guard = Guard(settings, flags, sessions, metrics)
@@ -113,5 +112,4 @@ def build_runtime(settings: Settings, catalog: Catalog | None = None) -> Runtime
         guard=guard,
         metrics=metrics,
     )
-    holder["rt"] = runtime
     return runtime

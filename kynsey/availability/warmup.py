@@ -27,12 +27,10 @@ class Warmer:
         backends: dict[str, Backend],
         monitor: StatusMonitor,
         circuits: Circuits,
-        catalog: Callable[[], Catalog],
     ) -> None:
         self.backends = backends
         self.monitor = monitor
         self.circuits = circuits
-        self.catalog = catalog
         self._tasks: dict[tuple[str, str], asyncio.Task[float]] = {}
         self.listeners: list[Callable[[TierProfile, float | None, BaseException | None], None]] = []
 
@@ -79,9 +77,9 @@ class Warmer:
         for listener in self.listeners:
             listener(tier, None if error or task.cancelled() else task.result(), error)
 
-    async def keep_warm(self) -> None:
-        """Start a load for every keep_warm tier that is installed but not in memory."""
-        for tier in self.catalog().tiers.values():
+    async def keep_warm(self, catalog: Catalog) -> None:
+        """Start a load for every keep_warm tier of ``catalog`` that is installed but not in memory."""
+        for tier in catalog.tiers.values():
             if not tier.keep_warm:
                 continue
             backend = self.backends[tier.backend]
