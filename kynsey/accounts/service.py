@@ -16,7 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from kynsey.accounts.secrets import hash_password, new_token, token_digest, verify_password
 from kynsey.catalog import Catalog
 from kynsey.errors import Conflict, InvalidRequest, NotAuthenticated, NotFound
-from kynsey.storage.models import ApiToken, User, WebSession
+from kynsey.storage.models import ApiToken, User, WebSession, as_utc
 
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 MIN_PASSWORD = 8
@@ -93,7 +93,7 @@ async def session_user(db: AsyncSession, token: str) -> tuple[User, WebSession]:
             .where(WebSession.id_hash == token_digest(token))
         )
     ).first()
-    if row is None or _aware(row[1].expires_at) < datetime.now(UTC):
+    if row is None or as_utc(row[1].expires_at) < datetime.now(UTC):
         raise NotAuthenticated("your session has expired; log in again", reason="session_expired")
     return row[0], row[1]
 
@@ -101,10 +101,6 @@ async def session_user(db: AsyncSession, token: str) -> tuple[User, WebSession]:
 async def logout(db: AsyncSession, token: str) -> None:
     await db.execute(delete(WebSession).where(WebSession.id_hash == token_digest(token)))
 
-
-def _aware(moment: datetime) -> datetime:
-    """SQLite hands back naive datetimes; they were written in UTC."""
-    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
 async def change_plan(db: AsyncSession, catalog: Catalog, name: str, plan: str, *, actor: str, request_id: str | None = None) -> str:

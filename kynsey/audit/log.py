@@ -18,7 +18,7 @@ from datetime import UTC, datetime
 from sqlalchemy import select, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from kynsey.storage.models import AuditEntry
+from kynsey.storage.models import AuditEntry, as_utc
 
 GENESIS = "0" * 64
 _PG_LOCK_KEY = 0x6B796E73  # "kyns"
@@ -40,8 +40,7 @@ class AuditRecord:
 
 
 def _iso(moment: datetime) -> str:
-    moment = moment if moment.tzinfo else moment.replace(tzinfo=UTC)
-    return moment.astimezone(UTC).isoformat(timespec="microseconds")
+    return as_utc(moment).astimezone(UTC).isoformat(timespec="microseconds")
 
 
 def entry_hash(prev_hash: str, at: datetime, fields: dict) -> str:

@@ -32,7 +32,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from kynsey.audit import AuditRecord, append
 from kynsey.errors import InvalidRequest, NotFound
 from kynsey.metrics import Metrics
-from kynsey.storage.models import FeatureFlag
+from kynsey.storage.models import FeatureFlag, as_utc, iso_utc
 
 if TYPE_CHECKING:
     from kynsey.runtime import Runtime
@@ -50,17 +50,6 @@ def bucket(flag: str, user_name: str) -> float:
     """The user's sticky place in the rollout, 0.00-99.99."""
     digest = hashlib.sha256(f"{flag}:{user_name}".encode()).hexdigest()
     return int(digest, 16) % 10000 / 100
-
-
-def _aware(moment: datetime | None) -> datetime | None:
-    """SQLite hands back naive datetimes; they were written in UTC."""
-    if moment is None:
-        return None
-    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
-
-
-def _iso(moment: datetime | None) -> str | None:
-    return moment.isoformat() if moment else None
 
 
 @dataclass(frozen=True, slots=True)
@@ -105,10 +94,10 @@ class FlagState:
             "enabled": self.enabled,
             "effective_percent": self.effective_percent,
             "stored": self.stored,
-            "updated_at": _iso(self.updated_at),
+            "updated_at": iso_utc(self.updated_at),
             "updated_by": self.updated_by,
-            "enabled_at": _iso(self.enabled_at),
-            "rollback_at": _iso(self.rollback_at),
+            "enabled_at": iso_utc(self.enabled_at),
+            "rollback_at": iso_utc(self.rollback_at),
             "last_rollback": self.last_rollback,
             "killed": self.killed,
         }
@@ -134,10 +123,10 @@ def from_row(name: str, row: FeatureFlag | None) -> FlagState:
         state=row.state,
         percent=float(row.percent),
         allow=tuple(json.loads(row.allowlist or "[]")),
-        updated_at=_aware(row.updated_at),
+        updated_at=as_utc(row.updated_at),
         updated_by=row.updated_by,
-        enabled_at=_aware(row.enabled_at),
-        rollback_at=_aware(row.rollback_at),
+        enabled_at=as_utc(row.enabled_at),
+        rollback_at=as_utc(row.rollback_at),
         last_rollback=json.loads(row.last_rollback) if row.last_rollback else None,
         stored=True,
     )

@@ -12,11 +12,16 @@ def utcnow() -> datetime:
     return datetime.now(UTC)
 
 
-def iso_utc(moment: datetime | None) -> str | None:
-    """ISO 8601 in UTC; SQLite hands back naive datetimes, which were written in UTC."""
+def as_utc(moment: datetime | None) -> datetime | None:
+    """SQLite hands back naive datetimes; Kynsey writes them in UTC, so say so."""
     if moment is None:
         return None
-    return (moment if moment.tzinfo else moment.replace(tzinfo=UTC)).isoformat()
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
+def iso_utc(moment: datetime | None) -> str | None:
+    """ISO 8601 in UTC."""
+    return moment and as_utc(moment).isoformat()
 
 
 class Base(DeclarativeBase):
