@@ -265,7 +265,8 @@ def audit_export(
     """Export the audit trail, oldest first, with every column (hashes included)."""
     from contextlib import nullcontext
 
-    from kynsey.audit.export import as_utc, check_format, export_chunks
+    from kynsey.audit.export import check_format, export_chunks
+    from kynsey.storage.models import as_utc
     from kynsey.audit.query import AuditFilter
 
     try:

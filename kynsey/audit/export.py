@@ -12,26 +12,18 @@ import csv
 import io
 import json
 from collections.abc import AsyncIterator
-from datetime import UTC, datetime
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from kynsey.audit.query import AuditFilter, entry_public, stream_all
 from kynsey.errors import InvalidRequest
-from kynsey.storage.models import AuditEntry
+from kynsey.storage.models import AuditEntry, iso_utc
 
 FORMATS = {"jsonl": "application/x-ndjson", "csv": "text/csv; charset=utf-8"}
 COLUMNS = (
     "id", "at", "actor", "action", "subject", "from_tier", "to_tier", "result",
     "reason", "latency_ms", "request_id", "details", "prev_hash", "hash",
 )
-
-
-def as_utc(moment: datetime | None) -> datetime | None:
-    """Filters may come without a zone: read them as UTC, as the log is written."""
-    if moment is None:
-        return None
-    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
 
 
 def check_format(fmt: str) -> str:
@@ -42,8 +34,7 @@ def check_format(fmt: str) -> str:
 
 def _row(entry: AuditEntry) -> dict:
     row = entry_public(entry)
-    at = entry.at if entry.at.tzinfo else entry.at.replace(tzinfo=UTC)  # SQLite returns naive UTC
-    row["at"] = at.astimezone(UTC).isoformat()
+    row["at"] = iso_utc(entry.at)
     return row
 
 

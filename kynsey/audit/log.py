@@ -40,7 +40,7 @@ class AuditRecord:
 
 
 def _iso(moment: datetime) -> str:
-    return as_utc(moment).astimezone(UTC).isoformat(timespec="microseconds")
+    return as_utc(moment).isoformat(timespec="microseconds")
 
 
 def entry_hash(prev_hash: str, at: datetime, fields: dict) -> str:

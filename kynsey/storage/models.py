@@ -13,10 +13,11 @@ def utcnow() -> datetime:
 
 
 def as_utc(moment: datetime | None) -> datetime | None:
-    """SQLite hands back naive datetimes; Kynsey writes them in UTC, so say so."""
+    """``moment`` in UTC. A naive one is read as UTC: SQLite hands back naive datetimes,
+    Kynsey writes UTC, and audit filters given without a zone mean UTC too."""
     if moment is None:
         return None
-    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
 
 
 def iso_utc(moment: datetime | None) -> str | None:

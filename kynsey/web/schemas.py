@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Annotated, Literal
+
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 
@@ -72,3 +74,11 @@ class MessageIn(_Body):
 
 class WarmIn(_Body):
     tier: str = Field(min_length=1, max_length=64)
+
+
+class FlagIn(_Body):
+    state: Literal["off", "on", "percentage"] | None = None
+    percent: float | None = Field(None, ge=0, le=100, description="Sticky rollout share; implies state 'percentage'.")
+    allow: list[Annotated[str, Field(max_length=64)]] | None = Field(
+        None, max_length=1000, description="User names always in (unless the flag is off); replaces the list."
+    )

@@ -7,30 +7,23 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from datetime import datetime
-from typing import Annotated, Literal
+from typing import Literal
 
 from fastapi import APIRouter
 from fastapi.responses import StreamingResponse
-from pydantic import BaseModel, ConfigDict, Field
 
-from kynsey.audit.export import FORMATS, as_utc, export_chunks
+from kynsey.audit.export import FORMATS, export_chunks
 from kynsey.audit.query import AuditFilter
 from kynsey.audit.verify import verify_chain
 from kynsey.rollout.dashboard import dashboard
 from kynsey.rollout.flags import check_name
 from kynsey.runtime import Runtime
+from kynsey.storage.models import as_utc
 from kynsey.web.deps import AdminDep, DbDep, FilterText, RequestIdDep, RuntimeDep
+from kynsey.web.schemas import FlagIn
 
 router = APIRouter(prefix="/api/admin", tags=["operations"])
 
-class FlagIn(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    state: Literal["off", "on", "percentage"] | None = None
-    percent: float | None = Field(None, ge=0, le=100, description="Sticky rollout share; implies state 'percentage'.")
-    allow: list[Annotated[str, Field(max_length=64)]] | None = Field(
-        None, max_length=1000, description="User names always in (unless the flag is off); replaces the list."
-    )
 
 
 @router.get("/flags/{name}")
