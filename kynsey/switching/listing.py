@@ -8,14 +8,13 @@ from typing import Any
 from kynsey.availability.status import STATUS_MEANING
 from kynsey.runtime import Runtime
 from kynsey.storage.models import User
-from kynsey.catalog import TierProfile
-from kynsey.switching.access import upgrade_prompt
+from kynsey.switching.access import active_tier, upgrade_prompt
 
 
-def list_tiers(rt: Runtime, user: User, current: TierProfile, *, switching: bool) -> dict[str, Any]:
-    """``current``: the tier answering ``user``; ``switching``: is the feature flag on for them (SPEC F10)."""
+def list_tiers(rt: Runtime, user: User, *, switching: bool) -> dict[str, Any]:
+    """``switching``: is the feature flag on for ``user``? Off: the default tier answers (SPEC F10)."""
     catalog = rt.catalog
-    active = current.tier
+    active = active_tier(catalog, user).tier if switching else catalog.default_tier
     tiers = []
     for tier in catalog.tiers.values():
         status = rt.tier_status(tier)

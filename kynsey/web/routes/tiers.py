@@ -9,7 +9,7 @@ from kynsey.switching.listing import list_tiers, status_report
 from kynsey.switching.service import switch_tier, warm_ahead
 from kynsey.audit import AuditRecord, append
 from kynsey.availability.warmup import unload_when_idle
-from kynsey.switching.access import current_tier, find_tier
+from kynsey.switching.access import find_tier
 from kynsey.web.deps import AdminDep, DbDep, RequestIdDep, RuntimeDep, UserDep
 from kynsey.web.schemas import SwitchIn, SwitchPublic, WarmIn
 
@@ -19,8 +19,7 @@ router = APIRouter(prefix="/api/models", tags=["tiers"])
 @router.get("/tiers")
 async def get_tiers(rt: RuntimeDep, user: UserDep) -> dict:
     await rt.monitor.wait_first()
-    switching = await switching_enabled(rt, user)
-    return list_tiers(rt, user, await current_tier(rt, user), switching=switching)
+    return list_tiers(rt, user, switching=await switching_enabled(rt, user))
 
 
 @router.post("/tier", responses={202: {"description": "switched; the model is still loading"}})
