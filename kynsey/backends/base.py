@@ -123,10 +123,5 @@ class Backend(ABC):
     ) -> AsyncIterator[ChatChunk]:
         """Stream a reply; failures before or during it raise ``BackendError``."""
 
-    async def show(self, model_id: str) -> dict[str, Any]:
-        """Details of one model, as far as the server reports them."""
-        state = self.snapshot.model(self.canonical(model_id))
-        return {"details": state.details} if state else {}
-
     async def aclose(self) -> None:
         """Close connections and free resources."""

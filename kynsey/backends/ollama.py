@@ -1,4 +1,4 @@
-"""Ollama's native API: /api/version, /api/tags, /api/ps, /api/show, /api/chat,
+"""Ollama's native API: /api/version, /api/tags, /api/ps, /api/chat,
 and preload/unload through /api/generate (SPEC F2).
 
 Ollama facts this module relies on: a name without a tag means ':latest';
@@ -118,10 +118,6 @@ class OllamaBackend(HttpBackend):
     async def unload(self, model_id: str) -> None:
         model = self.canonical(model_id)
         await self._post(model, "/api/generate", {"model": model, "keep_alive": 0}, timeout=None, loading=False)
-
-    async def show(self, model_id: str) -> dict[str, Any]:
-        model = self.canonical(model_id)
-        return (await self._post(model, "/api/show", {"model": model}, timeout=None, loading=False)).json()
 
     async def _post(self, model: str, path: str, body: dict, *, timeout: float | None, loading: bool) -> httpx.Response:
         for client in self._clients_for(model):

@@ -6,7 +6,7 @@ import re
 import uuid
 from datetime import UTC, datetime
 
-from sqlalchemy import delete, func, select
+from sqlalchemy import delete, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from kynsey.errors import ConversationNotFound, InvalidRequest
@@ -53,11 +53,6 @@ async def remove(db: AsyncSession, user: User, conversation_id: str) -> None:
     await db.execute(delete(Message).where(Message.conversation_id == conversation.id))
     await db.delete(conversation)
     await db.commit()
-
-
-async def next_seq(db: AsyncSession, conversation_id: str) -> int:
-    last = await db.scalar(select(func.max(Message.seq)).where(Message.conversation_id == conversation_id))
-    return (last or 0) + 1
 
 
 def message_public(message: Message, live_text: str | None = None) -> dict:
