@@ -14,13 +14,14 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from kynsey.audit import AuditRecord, append
 from kynsey.availability.status import TierStatus
+from kynsey.availability.warmup import unload_when_idle
 from kynsey.catalog import TierProfile
 from kynsey.errors import BackendError, FeatureDisabled, KynseyError, TierUnavailable
 from kynsey.ratelimit import RateInfo
 from kynsey.rollout.flags import switching_enabled
 from kynsey.runtime import Runtime
 from kynsey.storage.models import User
-from kynsey.switching.access import active_tier, require_tier
+from kynsey.switching.access import active_tier, find_tier, require_tier
 
 UNAVAILABLE_HTTP = {"missing": 409, "unreachable": 503, "degraded": 503}
 log = logging.getLogger(__name__)
@@ -135,3 +136,13 @@ async def warm_ahead(rt: Runtime, user: User, slug: str) -> str:
         rt.warmer.start(tier)
         return "warming"
     return status.status
+
+
+async def unload_tier(rt: Runtime, db: AsyncSession, admin: User, slug: str, *, request_id: str) -> dict:
+    """Free ``slug``'s model once no stream uses it (an admin's action, audited)."""
+    tier = find_tier(rt.catalog, slug)
+    waited = round(await unload_when_idle(rt, tier), 3)
+    record = AuditRecord(actor=admin.name, action="unload", result="ok", to_tier=slug, request_id=request_id,
+                         details={"waited_s": waited})
+    await append(db, record)
+    return {"tier": slug, "status": rt.tier_status(tier).status, "waited_s": waited}

@@ -6,10 +6,7 @@ from fastapi import APIRouter, Response
 
 from kynsey.rollout.flags import switching_enabled
 from kynsey.switching.listing import list_tiers, status_report
-from kynsey.switching.service import switch_tier, warm_ahead
-from kynsey.audit import AuditRecord, append
-from kynsey.availability.warmup import unload_when_idle
-from kynsey.switching.access import find_tier
+from kynsey.switching.service import switch_tier, unload_tier, warm_ahead
 from kynsey.web.deps import AdminDep, DbDep, RequestIdDep, RuntimeDep, UserDep
 from kynsey.web.schemas import SwitchIn, SwitchPublic, WarmIn
 
@@ -56,8 +53,4 @@ async def post_warm(body: WarmIn, rt: RuntimeDep, user: UserDep) -> dict:
 @router.post("/{tier}/unload")
 async def post_unload(tier: str, rt: RuntimeDep, db: DbDep, admin: AdminDep, rid: RequestIdDep) -> dict:
     """Free a tier's model (admin); waits for the streams using it to finish first."""
-    profile = find_tier(rt.catalog, tier)
-    waited = await unload_when_idle(rt, profile)
-    await append(db, AuditRecord(actor=admin.name, action="unload", result="ok", to_tier=tier, request_id=rid,
-                                 details={"waited_s": round(waited, 3)}))
-    return {"tier": tier, "status": rt.tier_status(profile).status, "waited_s": round(waited, 3)}
+    return await unload_tier(rt, db, admin, tier, request_id=rid)
