@@ -181,13 +181,11 @@ def user_plan(name: str, plan: str) -> None:
 @user_app.command("list")
 def user_list() -> None:
     """List users with their plans."""
-    from sqlalchemy import select
-
-    from kynsey.storage.models import User
+    from kynsey.accounts.service import list_users
 
     async def work(rt):
         async with rt.sessions() as db:
-            return list(await db.scalars(select(User).order_by(User.name)))
+            return await list_users(db)
 
     for user in run(load_settings(), work):
         typer.echo(f"{user.name:24} {user.plan:12} {'admin' if user.is_admin else ''}")

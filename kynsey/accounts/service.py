@@ -35,6 +35,10 @@ async def get_user(db: AsyncSession, name: str) -> User:
     return user
 
 
+async def list_users(db: AsyncSession) -> list[User]:
+    return list(await db.scalars(select(User).order_by(User.name)))
+
+
 async def create_user(
     db: AsyncSession, catalog: Catalog, name: str, plan: str, *, password: str | None = None, admin: bool = False
 ) -> User:

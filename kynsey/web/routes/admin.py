@@ -8,36 +8,27 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import APIRouter, Query
-from sqlalchemy import select
-from sqlalchemy.ext.asyncio import AsyncSession
 
 from kynsey.accounts import service as accounts
 from kynsey.audit.query import AuditFilter, entry_public, recent
 from kynsey.catalog.reload import reload_catalog
-from kynsey.storage.models import User
 from kynsey.web.deps import AdminDep, DbDep, FilterText, RequestIdDep, RuntimeDep
 from kynsey.web.routes.auth import user_public
 from kynsey.web.schemas import AdminUsersPublic, AuditPagePublic, PlanIn, UserPublic
 
 router = APIRouter(prefix="/api/admin", tags=["admin"])
 
-async def _all_users(db: AsyncSession) -> list[User]:
-    # The same one-line listing as `kynsey user list`; no rule applies to it.
-    return list(await db.scalars(select(User).order_by(User.name)))
-
 
 @router.get("/users")
 async def list_users(rt: RuntimeDep, db: DbDep, admin: AdminDep) -> AdminUsersPublic:
-    users = await _all_users(db)
+    users = await accounts.list_users(db)
     return AdminUsersPublic(users=[await user_public(rt, u) for u in users], plans=list(rt.catalog.plans))
 
 
 @router.put("/users/{name}/plan")
 async def put_plan(name: str, body: PlanIn, rt: RuntimeDep, db: DbDep, admin: AdminDep, rid: RequestIdDep) -> UserPublic:
     await accounts.change_plan(db, rt.catalog, name, body.plan, actor=admin.name, request_id=rid)
-    user = await accounts.get_user(db, name)
-    await db.commit()
-    return await user_public(rt, user)
+    return await user_public(rt, await accounts.get_user(db, name))
 
 
 @router.get("/audit")
