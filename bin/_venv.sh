@@ -11,7 +11,8 @@ ensure_venv() {
   fi
   if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
     echo "installing kynsey[$extras] into .venv (the first install of the 'local' extra compiles llama.cpp: ~8 min)" >&2
-    CMAKE_BUILD_PARALLEL_LEVEL="${CMAKE_BUILD_PARALLEL_LEVEL:-2}" .venv/bin/python -m pip install -q -e ".[$extras]"
+    # GGML_NATIVE=OFF: a portable AVX2 build. A native build on a VM whose CPU lists AMX crashed in ggml's AMX kernels.
+    CMAKE_ARGS="${CMAKE_ARGS:--DGGML_NATIVE=OFF}" CMAKE_BUILD_PARALLEL_LEVEL="${CMAKE_BUILD_PARALLEL_LEVEL:-2}" .venv/bin/python -m pip install -q -e ".[$extras]"
     touch "$stamp"
   fi
 }
