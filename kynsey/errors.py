@@ -110,6 +110,10 @@ class BackendError(KynseyError):
 
     status, code = 502, "backend_error"
 
+    def __init__(self, message: str, *, host: str | None = None, **details: Any) -> None:
+        super().__init__(message, **details)
+        self.host = host  # for logs and admins; users see the backend's name only
+
 
 class BackendUnreachable(BackendError):
     status, code = 503, "backend_unreachable"

@@ -217,7 +217,7 @@ def test_chat_failures_before_the_first_token(fake, mode, error):
     assert received == []
 
 
-@pytest.mark.parametrize("mode", ["stream_error", "disconnect", "truncate"])
+@pytest.mark.parametrize("mode", ["stream_error", "disconnect", "truncate", "malformed"])
 def test_chat_broken_after_some_tokens_is_stream_broken(fake, mode):
     fake.fail[MINI] = mode
     received: list[ChatChunk] = []
@@ -350,3 +350,32 @@ def test_a_host_that_died_since_the_last_probe_fails_over_to_the_next():
         assert chunks[-1].done and "".join(c.text for c in chunks) == "Echo: hi"
         assert [p for p, _ in second.requests].count("/api/chat") == 1
         assert [p for p, _ in second.requests].count("/api/generate") == 1
+
+
+@pytest.mark.parametrize(
+    "line",
+    [
+        b'{"message":"oops","done":false}\n',  # a string message
+        b'{"message":{"role":"assistant","content":5},"done":false}\n',  # a numeric content
+        b'{"message":["x"],"done":false}\n',
+        b'{"message":{"content":{"a":1}},"done":false}\n',
+        b'[1,2]\n',
+        b'{"message":{"content":"x"\n',  # cut JSON
+    ],
+)
+def test_a_line_of_the_wrong_shape_is_stream_broken(fake, line):
+    fake.fail[MINI] = "malformed"
+    fake.malformed_line = line
+    received: list[ChatChunk] = []
+
+    async def scenario(backend):
+        with pytest.raises(StreamBroken):
+            await collect_until_error(backend, MINI, received)
+
+    run(scenario, fake.url)
+    assert "".join(c.text for c in received) == "Echo: one" and not any(c.done for c in received)
+
+
+def test_figures_of_the_wrong_type_in_the_done_line_are_dropped_not_fatal():
+    chunk = OllamaBackend._chunk(MINI, '{"done":true,"eval_count":"many","load_duration":[1],"done_reason":7}', True)
+    assert (chunk.done, chunk.tokens, chunk.load_ms, chunk.done_reason) == (True, None, None, None)

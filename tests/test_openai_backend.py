@@ -211,7 +211,7 @@ def test_chat_for_a_model_not_listed_is_missing(fake):
     run(scenario, fake.url)
 
 
-@pytest.mark.parametrize("mode", ["stream_error", "disconnect", "truncate"])
+@pytest.mark.parametrize("mode", ["stream_error", "disconnect", "truncate", "malformed", "cut_done"])
 def test_chat_broken_after_some_tokens_is_stream_broken(fake, mode):
     fake.fail[MINI] = mode
     received: list[ChatChunk] = []
@@ -309,3 +309,38 @@ def test_command_line_serves_a_fixed_number_of_tokens():
     finally:
         proc.terminate()
         assert proc.wait(10) == 0
+
+
+@pytest.mark.parametrize(
+    "line",
+    [
+        b'data: {"choices":[{"index":0,"delta":{"content":5},"finish_reason":null}]}\n\n',
+        b'data: {"choices":[{"index":0,"delta":"text","finish_reason":null}]}\n\n',
+        b'data: {"choices":"all of them"}\n\n',
+        b'data: {"choices":[{"index":0,"delta":{"content":"x"},"finish_reason":3}]}\n\n',
+        b'data: [1, 2]\n\n',
+    ],
+)
+def test_an_event_of_the_wrong_shape_is_stream_broken(fake, line):
+    fake.fail[MINI] = "malformed"
+    fake.malformed_line = line
+    received: list[ChatChunk] = []
+
+    async def scenario(backend):
+        with pytest.raises(StreamBroken):
+            async for chunk in backend.chat(MINI, [ChatMessage("user", "one two three")], options={}, keep_alive="5m"):
+                received.append(chunk)
+
+    run(scenario, fake.url)
+    assert "".join(c.text for c in received) == "Echo: one" and not any(c.done for c in received)
+
+
+def test_done_without_a_finish_reason_is_not_a_complete_reply(fake):
+    """llama.cpp's server ends a stream it cuts short with [DONE] and no finish_reason."""
+    fake.fail[MINI] = "cut_done"
+
+    async def scenario(backend):
+        with pytest.raises(StreamBroken, match="finish_reason"):
+            await collect(backend, MINI)
+
+    run(scenario, fake.url)

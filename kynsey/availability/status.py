@@ -43,7 +43,7 @@ def tier_status(tier: TierProfile, backend: Backend, *, warming: bool, circuit_o
     if circuit_open:
         return TierStatus(tier.tier, "degraded", f"{model} failed repeatedly; paused for a cooldown", model, None)
     if not snapshot.reachable:
-        errors = "; ".join(f"{h.url}: {h.error}" for h in snapshot.hosts if h.error) or "no host answered"
+        errors = "; ".join(dict.fromkeys(h.error for h in snapshot.hosts if h.error)) or "no host answered"
         return TierStatus(tier.tier, "unreachable", f"backend '{backend.name}' is unreachable ({errors})", model, None)
     state = snapshot.model(model)
     if state is None:

@@ -35,6 +35,7 @@ class HostSnapshot:
     latency_ms: float | None = None
     error: str | None = None
     models: dict[str, ModelState] = field(default_factory=dict)
+    timed_out: bool = False  # the probe got no answer in time (as opposed to a refusal or an error)
 
 
 @dataclass(frozen=True, slots=True)

@@ -7,19 +7,34 @@ httpx.ConnectError / ConnectTimeout / PoolTimeout -> BackendUnreachable
 httpx.TimeoutException (no answer in time)        -> ModelLoadFailed while loading, else BackendError
 any other httpx.HTTPError on a request            -> BackendError
 any other httpx.HTTPError during a stream         -> StreamBroken
+
+Error messages name the backend, never a host's URL (users read them); the
+URL rides along as ``BackendError.host`` for logs and admins.
+
+Health between probes: a host that refuses a connection is marked down in the
+snapshot at once (a tier's status follows a failed chat or warm-up without
+waiting for the next probe). A host with a live stream is known to be up, so a
+probe that times out behind a long generation does not mark it down, and a
+backend whose server a probe can disturb (llama.cpp's server cuts a running
+stream when another request arrives) is not probed while it streams.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 from abc import abstractmethod
-from collections.abc import Sequence
+from collections import Counter
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import replace
 
 import httpx
 
 from kynsey.backends.base import Backend, BackendSnapshot, HostSnapshot
 from kynsey.errors import BackendError, BackendUnreachable, ModelLoadFailed, StreamBroken
 
+log = logging.getLogger(__name__)
 # Failures that mean nothing reached the server: the host is down or saturated.
 CONNECT_ERRORS = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout)
 # Hundreds of concurrent streams per backend (SPEC N2) each hold a connection.
@@ -42,32 +57,22 @@ def pick_host(snapshot: BackendSnapshot, hosts: Sequence[str], model: str) -> st
     return url
 
 
-def unreachable(exc: httpx.HTTPError, client: httpx.AsyncClient, model: str) -> BackendUnreachable:
-    return BackendUnreachable(f"cannot reach {client.base_url} ({type(exc).__name__})", model=model)
+def probe_error(exc: Exception) -> str:
+    """Why a probe failed, in words users may read: httpx's messages can carry the host's address."""
+    if isinstance(exc, httpx.HTTPError):
+        return f"{type(exc).__name__} (connection refused or broken)" if isinstance(exc, httpx.TransportError) else type(exc).__name__
+    return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
 
 
-def request_error(
-    exc: httpx.HTTPError, client: httpx.AsyncClient, path: str, model: str, *, loading: bool
-) -> BackendError:
-    """A failed request (not a stream) as Kynsey's error."""
-    if isinstance(exc, CONNECT_ERRORS):
-        return unreachable(exc, client, model)
-    if isinstance(exc, httpx.TimeoutException):
-        err = ModelLoadFailed if loading else BackendError
-        return err(f"{client.base_url} did not answer {path} in time", model=model)
-    return BackendError(f"{client.base_url} failed on {path}: {type(exc).__name__}", model=model)
-
-
-def stream_error(exc: httpx.HTTPError, client: httpx.AsyncClient, model: str) -> BackendError:
-    """A failed streamed reply as Kynsey's error: unreachable if it never connected, else broken."""
-    if isinstance(exc, CONNECT_ERRORS):
-        return unreachable(exc, client, model)
-    return StreamBroken(f"the stream from {client.base_url} broke: {type(exc).__name__}", model=model)
+def host_url(client: httpx.AsyncClient) -> str:
+    return str(client.base_url).rstrip("/")
 
 
 class HttpBackend(Backend):
     """A backend reached over HTTP on one or more hosts: one shared client per host,
     every host probed at once, requests sent to the best host first."""
+
+    probe_while_streaming = True  # False where a probe can cut a running stream
 
     def __init__(
         self,
@@ -88,14 +93,75 @@ class HttpBackend(Backend):
             url: new_client(url, connect_timeout=connect_timeout, read_timeout=read_timeout, headers=headers)
             for url in self.hosts
         }
+        self._streaming: Counter[str] = Counter()
         self.snapshot = BackendSnapshot(
             name, self.kind, tuple(HostSnapshot(u, False, error="not probed yet") for u in self.hosts)
         )
 
+    # -- errors -------------------------------------------------------------------
+    def where(self, client: httpx.AsyncClient) -> str:
+        """How users see a host: the backend's name, and the host's number when there are several."""
+        if len(self.hosts) == 1:
+            return f"backend '{self.name}'"
+        return f"backend '{self.name}' host {self.hosts.index(host_url(client)) + 1}"
+
+    def unreachable(self, exc: httpx.HTTPError, client: httpx.AsyncClient, model: str) -> BackendUnreachable:
+        error = BackendUnreachable(f"cannot reach {self.where(client)} ({type(exc).__name__})", model=model)
+        return self.mark_down(client, error)
+
+    def request_error(self, exc: httpx.HTTPError, client: httpx.AsyncClient, path: str, model: str, *,
+                      loading: bool) -> BackendError:
+        """A failed request (not a stream) as Kynsey's error."""
+        if isinstance(exc, CONNECT_ERRORS):
+            return self.unreachable(exc, client, model)
+        if isinstance(exc, httpx.TimeoutException):
+            err = ModelLoadFailed if loading else BackendError
+            return err(f"{self.where(client)} did not answer {path} in time", model=model, host=host_url(client))
+        return BackendError(f"{self.where(client)} failed on {path}: {type(exc).__name__}", model=model,
+                            host=host_url(client))
+
+    def stream_error(self, exc: httpx.HTTPError, client: httpx.AsyncClient, model: str) -> BackendError:
+        """A failed streamed reply as Kynsey's error: unreachable if it never connected, else broken."""
+        if isinstance(exc, CONNECT_ERRORS):
+            return self.unreachable(exc, client, model)
+        return StreamBroken(f"the stream from {self.where(client)} broke: {type(exc).__name__}", model=model,
+                            host=host_url(client))
+
+    def mark_down(self, client: httpx.AsyncClient, error: BackendError) -> BackendError:
+        """Show the host as unreachable now, not at the next probe."""
+        url = error.host = host_url(client)
+        hosts = tuple(replace(h, reachable=False, error=error.message) if h.url == url else h for h in self.snapshot.hosts)
+        self.snapshot = replace(self.snapshot, hosts=hosts)
+        log.warning("backend %s: %s is down: %s", self.name, url, error.message)
+        return error
+
+    # -- streams --------------------------------------------------------------------
+    @asynccontextmanager
+    async def streaming(self, client: httpx.AsyncClient, method: str, path: str, **kwargs) -> AsyncIterator[httpx.Response]:
+        """``client.stream(...)``, with the host counted as streaming while its answer flows."""
+        url = host_url(client)
+        async with client.stream(method, path, **kwargs) as resp:
+            self._streaming[url] += 1
+            try:
+                yield resp
+            finally:
+                self._streaming[url] -= 1
+
+    # -- status ---------------------------------------------------------------------
     async def probe(self, timeout: float) -> BackendSnapshot:
-        hosts = await asyncio.gather(*(self._probe_host(url, timeout) for url in self.hosts))
+        previous = {h.url: h for h in self.snapshot.hosts}
+        hosts = await asyncio.gather(*(self._probe_or_keep(url, previous.get(url), timeout) for url in self.hosts))
         self.snapshot = BackendSnapshot(self.name, self.kind, tuple(hosts))
         return self.snapshot
+
+    async def _probe_or_keep(self, url: str, previous: HostSnapshot | None, timeout: float) -> HostSnapshot:
+        known_up = previous is not None and previous.reachable and self._streaming[url] > 0
+        if known_up and not self.probe_while_streaming:
+            return previous
+        fresh = await self._probe_host(url, timeout)
+        if not fresh.reachable and known_up and self._streaming[url] > 0 and fresh.timed_out:
+            return previous  # busy with a long generation, not down
+        return fresh
 
     @abstractmethod
     async def _probe_host(self, url: str, timeout: float) -> HostSnapshot:

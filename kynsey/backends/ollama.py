@@ -18,7 +18,7 @@ from typing import Any
 import httpx
 
 from kynsey.backends.base import ChatChunk, ChatMessage, HostSnapshot, ModelState
-from kynsey.backends.http import HttpBackend, request_error, stream_error
+from kynsey.backends.http import HttpBackend, host_url, probe_error
 from kynsey.errors import BackendBusy, BackendError, BackendUnreachable, ModelLoadFailed, ModelMissing, StreamBroken
 
 NS_PER_MS = 1_000_000
@@ -75,11 +75,11 @@ class OllamaBackend(HttpBackend):
             models = self._models(tags.json().get("models") or [], ps.json().get("models") or [])
             return HostSnapshot(url, True, version.json().get("version"), round(latency, 2), None, models)
         except (TimeoutError, httpx.TimeoutException):
-            return HostSnapshot(url, False, error=f"no answer within {timeout:g}s")
+            return HostSnapshot(url, False, error=f"no answer within {timeout:g}s", timed_out=True)
         except httpx.HTTPStatusError as exc:
             return HostSnapshot(url, False, error=f"answered {exc.response.status_code} to {exc.request.url.path}")
-        except (httpx.HTTPError, ValueError, AttributeError) as exc:
-            return HostSnapshot(url, False, error=f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__)
+        except (httpx.HTTPError, ValueError, AttributeError, TypeError) as exc:
+            return HostSnapshot(url, False, error=probe_error(exc))
 
     @staticmethod
     def _models(tags: list[dict], ps: list[dict]) -> dict[str, ModelState]:
@@ -125,7 +125,7 @@ class OllamaBackend(HttpBackend):
             try:
                 resp = await client.post(path, json=body, **kwargs)
             except httpx.HTTPError as exc:
-                error = request_error(exc, client, path, model, loading=loading)
+                error = self.request_error(exc, client, path, model, loading=loading)
                 if isinstance(error, BackendUnreachable):
                     continue  # nothing reached that host: the next one may answer
                 raise error from exc
@@ -162,7 +162,7 @@ class OllamaBackend(HttpBackend):
         read = client.timeout.read + (0 if state and state.loaded else self.load_timeout)
         timeout = httpx.Timeout(client.timeout.connect, read=read, write=client.timeout.write, pool=client.timeout.pool)
         try:
-            async with client.stream("POST", "/api/chat", json=body, timeout=timeout) as resp:
+            async with self.streaming(client, "POST", "/api/chat", json=body, timeout=timeout) as resp:
                 if resp.status_code >= 400:
                     await resp.aread()
                     raise translate_status(resp, model, loading=False)
@@ -175,11 +175,13 @@ class OllamaBackend(HttpBackend):
                     if chunk.done:
                         return
         except httpx.HTTPError as exc:
-            raise stream_error(exc, client, model) from exc
-        raise StreamBroken(f"the stream from {client.base_url} ended without its final line", model=model)
+            raise self.stream_error(exc, client, model) from exc
+        raise StreamBroken(f"the stream from {self.where(client)} ended without its final line", model=model,
+                           host=host_url(client))
 
     @staticmethod
     def _chunk(model: str, line: str, got_text: bool) -> ChatChunk:
+        """One NDJSON line as a chunk; a line of the wrong shape breaks the stream (StreamBroken)."""
         try:
             data = json.loads(line)
         except ValueError as exc:
@@ -191,15 +193,27 @@ class OllamaBackend(HttpBackend):
             if not got_text and _is_load_failure(text):
                 raise ModelLoadFailed(f"model '{model}' failed to load ({text})", model=model)
             raise StreamBroken(f"the backend stopped the reply: {text}", model=model)
-        text = (data.get("message") or {}).get("content") or ""
+        message = data.get("message") or {}
+        text = message.get("content") if isinstance(message, dict) else None
+        if not isinstance(message, dict) or not isinstance(text, str | None):
+            raise StreamBroken(f"the backend sent a line of the wrong shape: {line[:80]!r}", model=model)
         if not data.get("done"):
-            return ChatChunk(text=text)
-        load_ns = data.get("load_duration")
+            return ChatChunk(text=text or "")
+        load_ns = _number(data.get("load_duration"))
         return ChatChunk(
-            text=text,
+            text=text or "",
             done=True,
-            tokens=data.get("eval_count"),
-            prompt_tokens=data.get("prompt_eval_count"),
+            tokens=_count(data.get("eval_count")),
+            prompt_tokens=_count(data.get("prompt_eval_count")),
             load_ms=round(load_ns / NS_PER_MS, 3) if load_ns is not None else None,
-            done_reason=data.get("done_reason"),
+            done_reason=data.get("done_reason") if isinstance(data.get("done_reason"), str) else None,
         )
+
+
+def _number(value: Any) -> float | None:
+    """A figure from the backend, or None when it sent something else."""
+    return value if isinstance(value, int | float) and not isinstance(value, bool) and value >= 0 else None
+
+
+def _count(value: Any) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else None

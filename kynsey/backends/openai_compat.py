@@ -5,9 +5,10 @@ Such servers serve exactly the models they list, already in memory, so every
 listed model is installed and loaded; load only checks the model is listed
 and unload does nothing. Errors arrive as ``{"error": {"message", "type",
 "code"}}`` (vLLM also uses a top-level ``message``); an unknown model is a 404
-and a full server a 503 or 429. A stream is complete at ``data: [DONE]`` (or
-at its end once a ``finish_reason`` arrived); an error object inside the
-stream breaks it.
+and a full server a 503 or 429. A stream is complete only once a
+``finish_reason`` arrived (``data: [DONE]`` alone is not enough: llama.cpp's
+server sends it when it cuts a stream short); an error object, or an event of
+the wrong shape, inside the stream breaks it.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from typing import Any
 import httpx
 
 from kynsey.backends.base import ChatChunk, ChatMessage, HostSnapshot, ModelState
-from kynsey.backends.http import HttpBackend, request_error, stream_error
+from kynsey.backends.http import HttpBackend, host_url, probe_error
 from kynsey.errors import BackendBusy, BackendError, ModelMissing, StreamBroken
 
 # Kynsey's tier options (Ollama's names) -> the OpenAI request field.
@@ -92,6 +93,10 @@ def translate_status(resp: httpx.Response, model: str) -> BackendError:
     return BackendError(f"the backend answered {status}: {text}", model=model)
 
 
+def _count(value: Any) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else None
+
+
 class SSEReader:
     """Server-sent events, fed line by line; yields each event's data once its blank line arrives."""
 
@@ -127,14 +132,15 @@ class _Reply:
         usage = self.usage or {}
         return ChatChunk(
             done=True,
-            tokens=usage.get("completion_tokens") or self.chunks,
-            prompt_tokens=usage.get("prompt_tokens"),
+            tokens=_count(usage.get("completion_tokens")) or self.chunks,
+            prompt_tokens=_count(usage.get("prompt_tokens")),
             done_reason=self.finish_reason or "stop",
         )
 
 
 class OpenAIBackend(HttpBackend):
     kind = "openai"
+    probe_while_streaming = False  # llama.cpp's server cuts a running stream when a probe arrives
 
     def __init__(
         self,
@@ -171,11 +177,11 @@ class OpenAIBackend(HttpBackend):
             found = version.result() if version.done() else None
             return HostSnapshot(url, True, found, round(latency, 2), None, models)
         except (TimeoutError, httpx.TimeoutException):
-            return HostSnapshot(url, False, error=f"no answer within {timeout:g}s")
+            return HostSnapshot(url, False, error=f"no answer within {timeout:g}s", timed_out=True)
         except httpx.HTTPStatusError as exc:
             return HostSnapshot(url, False, error=f"answered {exc.response.status_code} to {exc.request.url.path}")
         except (httpx.HTTPError, ValueError) as exc:
-            return HostSnapshot(url, False, error=f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__)
+            return HostSnapshot(url, False, error=probe_error(exc))
         finally:
             version.cancel()
 
@@ -208,15 +214,17 @@ class OpenAIBackend(HttpBackend):
         try:
             resp = await client.get("/v1/models")
         except httpx.HTTPError as exc:
-            raise request_error(exc, client, "/v1/models", model_id, loading=False) from exc
+            raise self.request_error(exc, client, "/v1/models", model_id, loading=False) from exc
         if resp.status_code >= 400:
             raise translate_status(resp, model_id)
         try:
             listed = self._models(resp.json())
         except ValueError as exc:
-            raise BackendError(f"{client.base_url} answered /v1/models with no list of models", model=model_id) from exc
+            raise BackendError(f"{self.where(client)} answered /v1/models with no list of models", model=model_id,
+                               host=host_url(client)) from exc
         if model_id not in listed:
-            raise ModelMissing(f"model '{model_id}' is not served by {client.base_url}", model=model_id)
+            raise ModelMissing(f"model '{model_id}' is not served by {self.where(client)}", model=model_id,
+                               host=host_url(client))
         return 0.0
 
     async def unload(self, model_id: str) -> None:
@@ -236,31 +244,35 @@ class OpenAIBackend(HttpBackend):
         }
         reply, events = _Reply(), SSEReader()
         try:
-            async with client.stream("POST", "/v1/chat/completions", json=body) as resp:
+            async with self.streaming(client, "POST", "/v1/chat/completions", json=body) as resp:
                 if resp.status_code >= 400:
                     await resp.aread()
                     raise translate_status(resp, model_id)
                 async for line in resp.aiter_lines():
                     data = events.feed(line)
                     if data == "[DONE]":
-                        yield reply.final()
-                        return
+                        break
                     chunk = self._chunk(model_id, data, reply) if data is not None else None
                     if chunk is not None:
                         yield chunk
-                tail = events.flush()  # a server may close without the blank line after its last event
+                else:  # a server may close without the blank line after its last event
+                    data = events.flush()
+                    chunk = self._chunk(model_id, data, reply) if data not in (None, "[DONE]") else None
+                    if chunk is not None:
+                        yield chunk
         except httpx.HTTPError as exc:
-            raise stream_error(exc, client, model_id) from exc
-        chunk = self._chunk(model_id, tail, reply) if tail not in (None, "[DONE]") else None
-        if chunk is not None:
-            yield chunk
-        if tail == "[DONE]" or reply.finish_reason is not None:
+            raise self.stream_error(exc, client, model_id) from exc
+        # Only a finish_reason says the model finished: llama.cpp's server also sends [DONE]
+        # when it cuts a stream short because another request arrived.
+        if reply.finish_reason is not None:
             yield reply.final()
             return
-        raise StreamBroken(f"the stream from {client.base_url} ended before it was complete", model=model_id)
+        raise StreamBroken(f"the stream from {self.where(client)} ended before the model finished (no finish_reason)",
+                           model=model_id, host=host_url(client))
 
     @staticmethod
     def _chunk(model: str, data: str, reply: _Reply) -> ChatChunk | None:
+        """One event as a chunk (None when it carries no text); an event of the wrong shape breaks the stream."""
         try:
             event = json.loads(data)
         except ValueError as exc:
@@ -271,14 +283,21 @@ class OpenAIBackend(HttpBackend):
             raise StreamBroken(f"the backend stopped the reply: {_error_text(event)[:300]}", model=model)
         if isinstance(event.get("usage"), dict):
             reply.usage = event["usage"]
+        choices = event.get("choices") or []
+        if not isinstance(choices, list):
+            raise StreamBroken(f"the backend sent an event of the wrong shape: {data[:80]!r}", model=model)
         text = ""
-        for choice in event.get("choices") or []:
+        for choice in choices:
             if not isinstance(choice, dict) or choice.get("index", 0) != 0:
                 continue
-            text += (choice.get("delta") or {}).get("content") or ""
-            reply.finish_reason = choice.get("finish_reason") or reply.finish_reason
+            delta = choice.get("delta") or {}
+            content = delta.get("content") if isinstance(delta, dict) else None
+            finish = choice.get("finish_reason")
+            if not isinstance(delta, dict) or not isinstance(content, str | None) or not isinstance(finish, str | None):
+                raise StreamBroken(f"the backend sent an event of the wrong shape: {data[:80]!r}", model=model)
+            text += content or ""
+            reply.finish_reason = finish or reply.finish_reason
         if not text:
             return None
         reply.chunks += 1
         return ChatChunk(text=text)
-

@@ -43,7 +43,8 @@ def list_tiers(rt: Runtime, user: User, *, switching: bool) -> dict[str, Any]:
     }
 
 
-def status_report(rt: Runtime) -> dict[str, Any]:
+def status_report(rt: Runtime, *, admin: bool) -> dict[str, Any]:
+    """Backend and model health; host URLs only for admins (they are internal addresses)."""
     now = time.monotonic()
     backends = []
     for backend in rt.backends.values():
@@ -55,8 +56,9 @@ def status_report(rt: Runtime) -> dict[str, Any]:
                 "reachable": snap.reachable,
                 "checked_s_ago": round(now - snap.checked_at, 1),
                 "hosts": [
-                    {"url": h.url, "reachable": h.reachable, "version": h.version, "latency_ms": h.latency_ms, "error": h.error}
-                    for h in snap.hosts
+                    {"host": i, **({"url": h.url} if admin else {}), "reachable": h.reachable, "version": h.version,
+                     "latency_ms": h.latency_ms, "error": h.error}
+                    for i, h in enumerate(snap.hosts, 1)
                 ],
             }
         )

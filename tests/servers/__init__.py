@@ -39,7 +39,10 @@ JSON = b"application/json"
 # "hang" ends promptly.
 _POLL = 0.05
 # Failure modes that strike after some tokens; the others answer before any.
-STREAMED_FAILURES = ("stream_error", "disconnect", "truncate")
+# "malformed": a line of the wrong shape (``malformed_line``) among the tokens;
+# "cut_done" (OpenAI): ``data: [DONE]`` without a finish_reason, as llama.cpp's
+# server ends a stream it cuts short.
+STREAMED_FAILURES = ("stream_error", "disconnect", "truncate", "malformed", "cut_done")
 
 
 class Gone(Exception):
@@ -209,6 +212,7 @@ class FakeModelServer(LoopbackServer):
         self.reply: str | None = None
         self.reply_tokens: int | None = None
         self.fail_after_tokens = 2  # tokens sent before a streamed failure strikes
+        self.malformed_line: bytes | None = None  # mode "malformed": sent after those tokens (protocol default if None)
         self.requests: list[tuple[str, dict[str, Any]]] = []
         self.record_requests = True
         self.routes: dict[tuple[str, str], Handler] = {}

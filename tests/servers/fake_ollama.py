@@ -395,6 +395,9 @@ class FakeOllama(FakeModelServer):
             return
         if mode == "disconnect":
             await drop_connection(send, watch)
+        if mode == "malformed":  # a 'message' that is a string, not an object
+            line = self.malformed_line or b'{"model":"m","message":"oops","done":false}\n'
+            await send({"type": "http.response.body", "body": line, "more_body": True})
         final = json.dumps(self._final(model, kind, figures, len(lines), first_ns)).encode() + b"\n"
         await send({"type": "http.response.body", "body": final})
 

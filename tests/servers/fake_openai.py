@@ -155,6 +155,12 @@ class FakeOpenAI(FakeModelServer):
             return
         if mode == "disconnect":
             await drop_connection(send, watch)
+        if mode == "cut_done":  # llama.cpp's server, cutting a stream short for another request
+            await send({"type": "http.response.body", "body": b"data: [DONE]\n\n"})
+            return
+        if mode == "malformed":  # a numeric 'content'
+            line = self.malformed_line or b'data: {"choices":[{"index":0,"delta":{"content":5},"finish_reason":null}]}\n\n'
+            await stream_chunk(send, line)
         tail = self._event(ident, model, [{"index": 0, "delta": {}, "finish_reason": reason}])
         if usage is not None:
             tail += self._event(ident, model, [], usage=usage)

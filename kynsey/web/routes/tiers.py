@@ -41,7 +41,7 @@ async def post_tier(body: SwitchIn, response: Response, rt: RuntimeDep, db: DbDe
 @router.get("/status")
 async def get_status(rt: RuntimeDep, user: UserDep) -> dict:
     await rt.monitor.wait_first()
-    return status_report(rt)
+    return status_report(rt, admin=user.is_admin)
 
 
 @router.post("/warm", status_code=202)
