@@ -86,8 +86,8 @@ class Kynsey:
             self.proc.wait(timeout=30)
         self.dir.cleanup()
 
-    def user_token(self, name: str, plan: str = "pro") -> str:
-        self.cli("user", "add", name, "--plan", plan)
+    def user_token(self, name: str, plan: str = "pro", *, admin: bool = False) -> str:
+        self.cli("user", "add", name, "--plan", plan, *(["--admin"] if admin else []))
         return self.cli("user", "token", name)
 
 

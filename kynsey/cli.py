@@ -72,12 +72,10 @@ def serve(
     tiers: TiersOpt = None,
 ) -> None:
     """Run the service (migrates the database first)."""
-    import uvicorn
-
     from kynsey.catalog import load_catalog
     from kynsey.logs import setup_logging
     from kynsey.storage.migrate import upgrade
-    from kynsey.web.app import create_app
+    from kynsey.web.server import server
 
     settings = load_settings(tiers=tiers)
     try:
@@ -86,7 +84,7 @@ def serve(
     except CatalogError as exc:
         fail(str(exc), 2)
     setup_logging(settings.log_level)
-    uvicorn.run(create_app(settings), host=host, port=port, log_config=None, access_log=False)
+    server(settings, host, port).run()
 
 
 @app.command("check-catalog")
@@ -198,7 +196,7 @@ def tiers_command(tiers: TiersOpt = None) -> None:
 
     async def work(rt):
         await rt.monitor.refresh()
-        return rt.catalog, status_report(rt)
+        return rt.catalog, status_report(rt, admin=True)
 
     catalog, report = run(load_settings(tiers=tiers), work, migrate=False)
     for backend in report["backends"]:

@@ -47,6 +47,13 @@ class Metrics:
         self.flag_enabled = Gauge("kynsey_flag_enabled", "Feature flag state (1 on/partial, 0 off)", ["flag"], registry=r)
         self.flag_percent = Gauge("kynsey_flag_rollout_percent", "Feature flag rollout percentage", ["flag"], registry=r)
         self.rollbacks = Counter("kynsey_rollbacks_total", "Automatic rollbacks by trigger", ["trigger"], registry=r)
+        self.redis_errors = Counter(
+            "kynsey_redis_errors_total", "Redis calls that failed or timed out (limits fell back to memory)", registry=r
+        )
+        self.ratelimit_fallback = Gauge(
+            "kynsey_ratelimit_fallback", "1 while rate limits count in this instance's memory because Redis fails",
+            registry=r,
+        )
 
     def switch(self, result: str, from_tier: str, to_tier: str, seconds: float) -> None:
         self.switches.labels(result, from_tier, to_tier).inc()
@@ -84,6 +91,9 @@ class Metrics:
 
     def rollback(self, trigger: str) -> None:
         self.rollbacks.labels(trigger).inc()
+
+    def redis_error(self) -> None:
+        self.redis_errors.inc()
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

@@ -20,6 +20,7 @@ from kynsey.availability.warmup import Warmer
 from kynsey.backends import Backend, build_backends
 from kynsey.catalog import Catalog, TierProfile, load_catalog
 from kynsey.chat.live import LiveReplies
+from kynsey.chat.persist import ReplyStore
 from kynsey.metrics import Metrics
 from kynsey.ratelimit import RateLimiter, make_storage
 from kynsey.rollout.flags import Flags
@@ -41,10 +42,22 @@ class Runtime:
     limiter: RateLimiter
     flags: Flags
     guard: Guard
+    live: LiveReplies
+    replies: ReplyStore
     metrics: Metrics = field(default_factory=Metrics)
-    live: LiveReplies = field(default_factory=LiveReplies)
     leases: ModelLeases = field(default_factory=ModelLeases)
     tasks: list[asyncio.Task] = field(default_factory=list)
+    reload_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+
+    def snapshot(self) -> tuple[Catalog, dict[str, Backend]]:
+        """The current catalog and its backends, consistent with each other: a request
+        takes them once and uses them to its end, whatever a reload does meanwhile."""
+        return self.catalog, self.backends
+
+    def swap_catalog(self, catalog: Catalog, backends: dict[str, Backend]) -> None:
+        """Make ``catalog`` and ``backends`` current at once (a reload; copy on write)."""
+        self.catalog, self.backends = catalog, backends
+        self.monitor.backends = self.warmer.backends = backends
 
     def tier_status(self, tier: TierProfile) -> TierStatus:
         backend = self.backends[tier.backend]
@@ -63,18 +76,30 @@ class Runtime:
                 tier.model_id, error is None, load_ms / 1000 if load_ms is not None else None
             )
         )
+        self.monitor.on_refresh(self._half_open_recovered)
         self.monitor.on_refresh(lambda: self.warmer.keep_warm(self.catalog))
         self.monitor.on_refresh(self.flags.refresh)
         from kynsey.catalog.reload import CatalogWatcher
 
         self.monitor.on_refresh(CatalogWatcher(self).check)
         self.monitor.start()
-        from kynsey.chat.persist import persist_forever
+        self.tasks.append(asyncio.create_task(self.replies.run_forever(), name="kynsey-reply-persistence"))
 
-        self.tasks.append(asyncio.create_task(persist_forever(self), name="kynsey-reply-persistence"))
+    async def _half_open_recovered(self) -> None:
+        """A probe that finds a model's backend up with the model lets one trial request through at once,
+        instead of leaving its tier 'degraded' for the whole cooldown."""
+        for backend_name, model in list(self.circuits.snapshot()):
+            backend = self.backends.get(backend_name)
+            if backend is not None and backend.snapshot.reachable and backend.snapshot.model(model) is not None:
+                self.circuits.recovered(backend_name, model)
+
+    async def shutdown_replies(self) -> None:
+        """Let running replies finish within the grace period, then end them 'interrupted'."""
+        await self.live.drain(self.settings.shutdown_grace)
 
     async def aclose(self) -> None:
-        await self.live.drain(timeout=5)
+        await self.shutdown_replies()
+        await self.replies.close(timeout=self.settings.db_connect_timeout)
         for task in self.tasks:
             task.cancel()
         await asyncio.gather(*self.tasks, return_exceptions=True)
@@ -89,7 +114,7 @@ class Runtime:
 
 def build_runtime(settings: Settings, catalog: Catalog | None = None) -> Runtime:
     catalog = catalog or load_catalog(settings.tiers)
-    engine = make_engine(settings.effective_database_url)
+    engine = make_engine(settings.effective_database_url, settings.db_limits)
     backends = build_backends(catalog, settings)
     monitor = StatusMonitor(backends, interval=settings.status_refresh, timeout=settings.status_timeout)
     circuits = Circuits(settings.circuit_failures, settings.circuit_cooldown)
@@ -98,6 +123,9 @@ def build_runtime(settings: Settings, catalog: Catalog | None = None) -> Runtime
     flags = Flags(sessions, ttl=settings.flag_cache_seconds, metrics=metrics)
     guard = Guard(settings, flags, sessions, metrics)
     flags.listeners.append(guard.on_flag)
+    live = LiveReplies()
+    replies = ReplyStore(sessions, live, flush_seconds=settings.chat_flush_seconds,
+                         stale_seconds=settings.stream_stale_seconds)
     runtime = Runtime(
         settings=settings,
         catalog=catalog,
@@ -107,9 +135,14 @@ def build_runtime(settings: Settings, catalog: Catalog | None = None) -> Runtime
         monitor=monitor,
         circuits=circuits,
         warmer=warmer,
-        limiter=RateLimiter(make_storage(settings.redis_url), namespace=settings.redis_prefix),
+        limiter=RateLimiter(
+            make_storage(settings.redis_url, prefix=settings.redis_prefix, timeout=settings.redis_timeout),
+            timeout=settings.redis_timeout, retry_seconds=settings.redis_retry_seconds, metrics=metrics,
+        ),
         flags=flags,
         guard=guard,
+        live=live,
+        replies=replies,
         metrics=metrics,
     )
     return runtime

@@ -11,9 +11,13 @@ from __future__ import annotations
 import re
 from functools import cached_property
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from pydantic import AliasChoices, Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+if TYPE_CHECKING:
+    from kynsey.storage.db import DbLimits
 
 RATE_RE = re.compile(r"^\s*(\d+)\s*/\s*(second|minute|hour|day)s?\s*$")
 
@@ -87,6 +91,27 @@ class Settings(BaseSettings):
     guard_baseline_replies: int = Field(
         50, ge=1, description="Rollback guard: replies after start (or re-enable) whose median is the latency baseline."
     )
+    guard_sustain_seconds: float = Field(
+        30.0, ge=0, description="Rollback guard: a breach must hold this long (re-checked on every sample) before it trips."
+    )
+    db_connect_timeout: float = Field(5.0, gt=0, description="Seconds to connect to PostgreSQL before it counts as down.")
+    db_statement_timeout: float = Field(
+        15.0, gt=0, description="Seconds a PostgreSQL statement may run (server- and client-side) before it counts as down."
+    )
+    db_pool_size: int = Field(20, ge=1, description="PostgreSQL connections each instance keeps open.")
+    db_max_overflow: int = Field(20, ge=0, description="PostgreSQL connections an instance may open beyond the pool.")
+    db_pool_timeout: float = Field(
+        10.0, gt=0, description="Seconds a request waits for a free PostgreSQL connection before a 503."
+    )
+    redis_timeout: float = Field(
+        0.25, gt=0, description="Seconds a Redis call may take; past it (or on an error) limits fall back to this instance's memory."
+    )
+    redis_retry_seconds: float = Field(
+        2.0, gt=0, description="Seconds rate limits stay on the in-memory fallback before Redis is tried again."
+    )
+    shutdown_grace: float = Field(
+        10.0, ge=0, description="Seconds a shutdown lets running replies finish before they are saved 'interrupted'."
+    )
 
     @field_validator("switch_rate_limit", "chat_rate_limit", "warm_rate_limit")
     @classmethod
@@ -97,6 +122,13 @@ class Settings(BaseSettings):
     @classmethod
     def _normalise_host(cls, value: str) -> str:
         return normalise_ollama_host(value)
+
+    @property
+    def db_limits(self) -> "DbLimits":
+        from kynsey.storage.db import DbLimits
+
+        return DbLimits(self.db_connect_timeout, self.db_statement_timeout, self.db_pool_size,
+                        self.db_max_overflow, self.db_pool_timeout)
 
     @cached_property
     def effective_database_url(self) -> str:

@@ -15,7 +15,8 @@ MODELS = {"standard": "llama3.2:3b-instruct-fp16", "pro": "qwen2.5:14b-instruct"
 FLAG_URL = f"/api/admin/flags/{FLAG}"
 # No limits in the way, and no background status refresh racing the explicit ones: every switch
 # must see its target cold (and so preload) for fail_ratio to pick exactly the failing switches.
-FAST = dict(switch_rate_limit="100000/minute", chat_rate_limit="100000/minute", status_refresh=60)
+FAST = dict(switch_rate_limit="100000/minute", chat_rate_limit="100000/minute", status_refresh=60,
+            guard_sustain_seconds=0)  # these tests judge the thresholds; test_a_breach_must_hold judges the hold
 
 
 def rollbacks(server) -> list[AuditEntry]:
@@ -150,8 +151,8 @@ def test_at_the_threshold_and_with_user_refusals_there_is_no_rollback(start_serv
 
 
 def test_a_second_instance_tripping_later_does_not_roll_back_again(start_server, fake_ollama):
-    a = start_server(ollama_host=fake_ollama.url, guard_min_switches=2)
-    b = start_server(ollama_host=fake_ollama.url, guard_min_switches=2, flag_cache_seconds=3600)
+    a = start_server(ollama_host=fake_ollama.url, guard_min_switches=2, guard_sustain_seconds=0)
+    b = start_server(ollama_host=fake_ollama.url, guard_min_switches=2, flag_cache_seconds=3600, guard_sustain_seconds=0)
     b.call(lambda rt: rt.flags.get())  # B's cache says "on" for the rest of the test
 
     async def fail_twice(rt):
@@ -166,14 +167,17 @@ def test_a_second_instance_tripping_later_does_not_roll_back_again(start_server,
     assert rollback_metric(a, "switch_errors") == 1 and rollback_metric(b, "switch_errors") == 0
 
 
-def test_ttft_degradation_over_20_percent_rolls_back_and_not_below(server):
-    def feed(values):
-        async def work(rt):
-            for value in values:
-                rt.guard.record_reply(value)
-            return rt.guard.status()
+def feed(values):
+    async def work(rt):
+        for value in values:
+            rt.guard.record_reply(value)
+        return rt.guard.status()
 
-        return work
+    return work
+
+
+def test_ttft_degradation_over_20_percent_rolls_back_and_not_below(start_server, fake_ollama):
+    server = start_server(ollama_host=fake_ollama.url, guard_sustain_seconds=0)
 
     figures = server.call(feed([100.0] * 50))
     assert figures["ttft"]["baseline_ttft_ms"] == 100.0 and figures["ttft"]["replies"] == 0
@@ -215,3 +219,53 @@ def test_slow_real_replies_trip_the_latency_guard(start_server, fake_ollama):
     assert stored_tiers(server) == {"alice": None}
     fake_ollama.first_token_delay = 0
     assert chat()["tier"] == "standard"  # everyone is back on the default tier
+
+
+def test_a_breach_must_hold_for_the_sustain_period_before_it_trips(start_server, fake_ollama):
+    """Load noise (a burst of slow replies that passes) must not turn switching off for everyone."""
+    server = start_server(ollama_host=fake_ollama.url, guard_sustain_seconds=30, guard_min_switches=10)
+    now = [1000.0]
+
+    async def use_clock(rt):
+        rt.guard._clock = lambda: now[0]
+        rt.guard.reset()
+
+    def at(seconds: float, work):
+        now[0] = 1000.0 + seconds
+        return server.call(work)
+
+    def switches(result: str, n: int):
+        async def work(rt):
+            for _ in range(n):
+                rt.guard.record_switch(result)
+            return rt.guard.status()
+
+        return work
+
+    server.call(use_clock)
+    at(0, feed([100.0] * 50))  # the baseline
+    assert at(1, feed([300.0] * 30))["state"] == "armed"  # a burst: breached, but not for 30 s yet
+    assert at(20, feed([100.0] * 61))["state"] == "armed"  # it passed: the median fell back, the breach ends
+    assert at(45, feed([300.0] * 200))["state"] == "armed"  # a new breach starts its own clock at 45 s
+    assert at(74, feed([300.0]))["state"] == "armed"
+    assert at(75, feed([300.0]))["state"] == "tripping"  # held for 30 s: trip
+    figures = settle(server)
+    assert figures["state"] == "tripped" and figures["last_rollback"]["figures"]["sustained_seconds"] == 30.0
+    assert len(rollbacks(server)) == 1
+
+
+def test_switch_errors_must_also_hold_before_they_trip(start_server, fake_ollama):
+    server = start_server(ollama_host=fake_ollama.url, guard_sustain_seconds=30, guard_min_switches=10)
+    now = [1000.0]
+
+    async def record(rt, results):
+        rt.guard._clock = lambda: now[0]
+        for result in results:
+            rt.guard.record_switch(result)
+        return rt.guard.status()["state"]
+
+    assert server.call(lambda rt: record(rt, ["ready"] * 9 + ["failed"])) == "armed"  # 10% at once: breached
+    now[0] += 29
+    assert server.call(lambda rt: record(rt, ["failed"])) == "armed"
+    now[0] += 1
+    assert server.call(lambda rt: record(rt, ["failed"])) == "tripping"

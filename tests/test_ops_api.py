@@ -17,7 +17,7 @@ def closed_port() -> int:
 
 
 def test_the_dashboard_shows_switches_error_rate_ttft_flag_and_the_last_rollback(start_server, fake_ollama):
-    server = start_server(ollama_host=fake_ollama.url, guard_min_switches=3)
+    server = start_server(ollama_host=fake_ollama.url, guard_min_switches=3, guard_sustain_seconds=0)
     server.refresh_status()
     admin = server.client(server.add_user("root", "pro", admin=True))
     alice = server.client(server.add_user("alice", "pro"))

@@ -53,6 +53,16 @@ class Circuits:
         circuit.probing = True
         return True
 
+    def failing(self, backend: str, model: str) -> bool:
+        """Has this model failed since its last success?"""
+        return (backend, model) in self._circuits
+
+    def recovered(self, backend: str, model: str) -> None:
+        """Its backend answers with the model again: an open circuit lets one trial through now."""
+        circuit = self._circuits.get((backend, model))
+        if circuit is not None and self.state(backend, model) == "open":
+            circuit.opened_at = self._clock() - self.cooldown
+
     def success(self, backend: str, model: str) -> None:
         self._circuits.pop((backend, model), None)
 

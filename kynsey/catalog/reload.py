@@ -38,16 +38,22 @@ def _backend_key(catalog: Catalog, name: str) -> tuple:
 async def reload_catalog(rt, *, actor: str, request_id: str | None = None) -> ReloadResult:
     """Swap in the catalog file's current content and audit it; CatalogError leaves all as it was."""
     new = load_catalog(rt.settings.tiers)
-    old = rt.catalog
+    async with rt.reload_lock:
+        return await _swap_in(rt, new, actor=actor, request_id=request_id)
+
+
+async def _swap_in(rt, new: Catalog, *, actor: str, request_id: str | None) -> ReloadResult:
+    old, current = rt.snapshot()
     rebuilt = [n for n in new.backends if n not in old.backends or _backend_key(old, n) != _backend_key(new, n)]
-    retired = [rt.backends[n] for n in rt.backends if n not in new.backends or n in rebuilt]
-    for name in rebuilt:
-        rt.backends[name] = build_backend(name, new.backends[name], new, rt.settings)
-    for name in [n for n in rt.backends if n not in new.backends]:
-        del rt.backends[name]
-    rt.catalog = new
+    fresh = {}
+    for name in rebuilt:  # off the event loop: a local backend looks for model files on disk
+        fresh[name] = await asyncio.to_thread(build_backend, name, new.backends[name], new, rt.settings)
+    retired = [b for n, b in current.items() if n not in new.backends or n in rebuilt]
+    rt.swap_catalog(new, {n: fresh.get(n) or current[n] for n in new.backends})  # copy on write
     for backend in retired:
-        asyncio.create_task(_retire(rt, backend), name=f"retire backend {backend.name}")
+        task = asyncio.create_task(_retire(rt, backend), name=f"retire backend {backend.name}")
+        rt.tasks.append(task)
+        task.add_done_callback(rt.tasks.remove)
     await rt.monitor.refresh()
     result = ReloadResult(new.source, list(new.tiers), rebuilt)
     async with rt.sessions() as db:
@@ -58,15 +64,19 @@ async def reload_catalog(rt, *, actor: str, request_id: str | None = None) -> Re
 
 
 async def _retire(rt, backend) -> None:
-    """Close a replaced backend once no stream on its models remains (at most a read timeout)."""
-    models = {m for (b, m) in rt.leases.keys() if b == backend.name}
+    """Close a replaced backend once no request can still use it: requests that took it
+    before the swap lease its models within a database round trip (bounded by the
+    database timeouts), then hold them to the end of their stream (at most a read timeout)."""
     try:
+        await asyncio.sleep(rt.settings.db_connect_timeout + rt.settings.db_statement_timeout)
+        models = {m for (b, m) in rt.leases.keys() if b == backend.name}
         async with asyncio.timeout(rt.settings.read_timeout):
             for model in models:
                 await rt.leases.wait_idle(backend.name, model)
     except TimeoutError:
         pass
-    await backend.aclose()
+    finally:  # at shutdown too (this task is cancelled then)
+        await backend.aclose()
 
 
 class CatalogWatcher:

@@ -2,6 +2,9 @@
 
 A reply's generation is independent of any HTTP connection: the browser may
 leave and come back (re-attach) while the text keeps arriving and being saved.
+A reply stays here after its task ends until its final state is in the
+database: while the database is down its text lives only here, so readers and
+re-attaching clients are served from memory, and the sweep leaves its row alone.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ class LiveReply:
     start: dict[str, Any] | None = None
     final: Event | None = None
     listeners: set[asyncio.Queue[Event | None]] = field(default_factory=set)
+    stop_reason: str | None = None  # why its task was cancelled: "stopped" by the user, or "shutdown"
 
     @property
     def text(self) -> str:
@@ -42,10 +46,14 @@ class LiveReply:
             queue.put_nowait(("delta", {"text": text}))
 
     def finish(self, event: Event) -> None:
+        """End every listener's stream with ``event``; later calls change nothing."""
+        if self.final is not None:
+            return
         self.final = event
         self.publish(event)
         for queue in self.listeners:
             queue.put_nowait(None)
+        self.listeners.clear()
 
     def subscribe(self) -> asyncio.Queue[Event | None]:
         """A queue of events from now on, preceded by what has happened so far."""
@@ -66,28 +74,58 @@ class LiveReply:
 
 
 class LiveReplies:
-    """The replies this process is generating, and their tasks."""
+    """The replies this process is generating (or still has to save), and their tasks."""
 
     def __init__(self) -> None:
         self.replies: dict[str, LiveReply] = {}
-        self.tasks: set[asyncio.Task] = set()
+        self.tasks: dict[str, asyncio.Task] = {}
         self.dirty: set[str] = set()  # replies with text not yet saved
+        self.unsaved: dict[str, dict[str, Any]] = {}  # final values the database has not taken yet
+        self.stopping = asyncio.Event()  # set when the process begins to shut down
 
     def get(self, message_id: str) -> LiveReply | None:
         return self.replies.get(message_id)
 
     def run(self, reply: LiveReply, work) -> asyncio.Task:
-        self.replies[reply.message_id] = reply
-        task = asyncio.create_task(work, name=f"reply {reply.message_id}")
-        self.tasks.add(task)
-        task.add_done_callback(lambda t: (self.tasks.discard(t), self.replies.pop(reply.message_id, None)))
+        mid = reply.message_id
+        self.replies[mid] = reply
+        task = asyncio.create_task(work, name=f"reply {mid}")
+        self.tasks[mid] = task
+        task.add_done_callback(lambda _t: self._task_done(mid))
         return task
 
-    async def drain(self, timeout: float) -> None:
-        """Give running replies ``timeout`` s to finish, then cancel (they save as interrupted)."""
+    def _task_done(self, mid: str) -> None:
+        self.tasks.pop(mid, None)
+        if mid not in self.unsaved:
+            self.replies.pop(mid, None)
+            self.dirty.discard(mid)
+
+    def saved(self, mid: str) -> None:
+        """The final state of ``mid`` is in the database: forget it once its task is over."""
+        self.unsaved.pop(mid, None)
+        if mid not in self.tasks:
+            self.replies.pop(mid, None)
+            self.dirty.discard(mid)
+
+    def cancel(self, mid: str, reason: str) -> bool:
+        """Cancel the task writing ``mid`` (its partial text is saved); False if none runs."""
+        task, reply = self.tasks.get(mid), self.replies.get(mid)
+        if task is None or reply is None or task.done():
+            return False
+        reply.stop_reason = reason
+        task.cancel()
+        return True
+
+    async def drain(self, grace: float) -> None:
+        """Give running replies ``grace`` s to finish, then cancel them: each is saved
+        'interrupted' and its listeners get an error event."""
+        self.stopping.set()
         if not self.tasks:
             return
-        _, pending = await asyncio.wait(set(self.tasks), timeout=timeout)
+        _, pending = await asyncio.wait(set(self.tasks.values()), timeout=grace)
         for task in pending:
+            reply = next((r for mid, r in self.replies.items() if self.tasks.get(mid) is task), None)
+            if reply is not None:
+                reply.stop_reason = "shutdown"
             task.cancel()
         await asyncio.gather(*pending, return_exceptions=True)

@@ -1,10 +1,17 @@
-"""Keep streaming replies saved, and mark those whose writer died (SPEC F5, N3).
+"""Keep streaming replies saved, and mark those whose writer died (SPEC F5, N3, N6).
 
 Saving: every ``chat_flush_seconds`` one transaction writes the text of every
 reply that grew meanwhile, however many streams run (a write per stream per
-interval would cost hundreds of transactions a second at 200 streams). Only
-rows still 'streaming' are written, so a late flush never overwrites a
-reply's final save.
+interval would cost hundreds of transactions a second at 200 streams), and the
+final state of every reply whose own final save failed. Progress writes touch
+only rows still 'streaming', so a late flush never overwrites a final save.
+
+Nothing is dropped when the database fails: text that could not be written
+stays dirty, and a final state that could not be written stays in
+``LiveReplies.unsaved`` (the reply itself stays in memory, readable and
+re-attachable); both are retried every interval until the database answers.
+So the stored reply is never shorter than what a client saw, minus one flush
+interval, unless the process dies while the database is down.
 
 Recovery: each instance touches the replies it is writing every few seconds; any reply
 still 'streaming' whose row has not been touched for ``stream_stale_seconds``
@@ -16,66 +23,148 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 from sqlalchemy import bindparam, update
+from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from kynsey.chat.live import LiveReplies
 from kynsey.storage.models import Message
 
 log = logging.getLogger(__name__)
 ORPHANED = "the server stopped while writing this reply"
+# How long a finished reply waits for its final save before the client is told the save is pending.
+FINAL_SAVE_WAIT = 2.0
+_MESSAGES = Message.__table__
+_PROGRESS = (
+    update(_MESSAGES)
+    .where(_MESSAGES.c.id == bindparam("mid"), _MESSAGES.c.status == "streaming")
+    .values(content=bindparam("text"), updated_at=bindparam("now"))
+)
 
 
-async def sweep(rt) -> int:
-    now = datetime.now(UTC)
-    async with rt.sessions() as db:
-        live = list(rt.live.replies)
-        if live:
-            await db.execute(update(Message).where(Message.id.in_(live)).values(updated_at=now))
-        cutoff = now - timedelta(seconds=rt.settings.stream_stale_seconds)
-        stmt = (
-            update(Message)
-            .where(Message.status == "streaming", Message.updated_at < cutoff)
-            .values(status="interrupted", error=ORPHANED, updated_at=now)
-        )
-        if live:
-            stmt = stmt.where(Message.id.not_in(live))
-        result = await db.execute(stmt)
-        await db.commit()
-    if result.rowcount:
-        log.warning("marked %d orphaned replies as interrupted", result.rowcount)
-    return result.rowcount
+class ReplyStore:
+    """The writer of replies after their row exists: progress, final states, recovery."""
 
+    def __init__(
+        self, sessions: async_sessionmaker[AsyncSession], live: LiveReplies, *, flush_seconds: float, stale_seconds: float
+    ) -> None:
+        self.sessions = sessions
+        self.live = live
+        self.flush_seconds = flush_seconds
+        self.stale_seconds = stale_seconds
+        self._saves: set[asyncio.Task] = set()
 
-async def flush(rt) -> int:
-    """Save the text of every live reply that grew since the last flush."""
-    ids, rt.live.dirty = rt.live.dirty, set()
-    rows = [{"mid": mid, "text": live.text} for mid in ids if (live := rt.live.get(mid)) is not None]
-    if not rows:
-        return 0
-    stmt = (
-        update(Message.__table__)
-        .where(Message.__table__.c.id == bindparam("mid"), Message.__table__.c.status == "streaming")
-        .values(content=bindparam("text"), updated_at=datetime.now(UTC))
-    )
-    async with rt.sessions() as db:
-        await db.execute(stmt, rows)
-        await db.commit()
-    return len(rows)
+    async def update(self, message_id: str, **values: Any) -> None:
+        """Change a reply's row now (its tier when a fallback answers); raises on a database error."""
+        async with self.sessions() as db:
+            await db.execute(update(Message).where(Message.id == message_id).values(updated_at=_now(), **values))
+            await db.commit()
 
+    async def save_final(self, message_id: str, **values: Any) -> bool:
+        """Write a reply's final state; True once it is stored.
 
-async def _every(seconds: float, work, rt, what: str) -> None:
-    while True:
+        False when the database did not take it within ``FINAL_SAVE_WAIT`` s: the
+        state is kept in memory and written by the next flush that succeeds.
+        """
+        values["updated_at"] = _now()
+        self.live.unsaved[message_id] = values
+        task = asyncio.create_task(self._write_final(message_id, values), name=f"save reply {message_id}")
+        self._saves.add(task)
+        task.add_done_callback(self._saves.discard)
+        done, _ = await asyncio.wait({task}, timeout=FINAL_SAVE_WAIT)
+        return bool(done) and task.result()
+
+    async def _write_final(self, message_id: str, values: dict[str, Any]) -> bool:
         try:
-            await work(rt)
-        except Exception:  # keep going through a passing database outage; log it loudly
-            log.exception("%s failed", what)
-        await asyncio.sleep(seconds)
+            async with self.sessions() as db:
+                await db.execute(update(Message).where(Message.id == message_id).values(**values))
+                await db.commit()
+        except SQLAlchemyError as exc:
+            log.warning("could not save reply %s (kept in memory, retried every flush): %s", message_id, exc)
+            return False
+        if self.live.unsaved.get(message_id) is values:
+            self.live.saved(message_id)
+        return True
+
+    async def flush(self) -> int:
+        """Save every final state still pending and the text of every reply that grew."""
+        finals = dict(self.live.unsaved)
+        dirty, self.live.dirty = self.live.dirty, set()
+        rows = [{"mid": mid, "text": r.text, "now": _now()} for mid in dirty
+                if mid not in finals and (r := self.live.get(mid)) is not None]
+        if not finals and not rows:
+            return 0
+        try:
+            async with self.sessions() as db:
+                for mid, values in finals.items():
+                    await db.execute(update(Message).where(Message.id == mid).values(**values))
+                if rows:
+                    await db.execute(_PROGRESS, rows)
+                await db.commit()
+        except BaseException:
+            self.live.dirty |= dirty  # nothing is dropped: the next flush tries again
+            raise
+        for mid, values in finals.items():
+            if self.live.unsaved.get(mid) is values:
+                self.live.saved(mid)
+        return len(finals) + len(rows)
+
+    async def sweep(self) -> int:
+        now = _now()
+        live = list(self.live.replies)
+        async with self.sessions() as db:
+            if live:
+                await db.execute(update(Message).where(Message.id.in_(live), Message.status == "streaming")
+                                 .values(updated_at=now))
+            stmt = (
+                update(Message)
+                .where(Message.status == "streaming", Message.updated_at < now - timedelta(seconds=self.stale_seconds))
+                .values(status="interrupted", error=ORPHANED, updated_at=now)
+            )
+            if live:
+                stmt = stmt.where(Message.id.not_in(live))
+            result = await db.execute(stmt)
+            await db.commit()
+        if result.rowcount:
+            log.warning("marked %d orphaned replies as interrupted", result.rowcount)
+        return result.rowcount
+
+    async def run_forever(self) -> None:
+        """The flusher and the recovery sweep, for the life of the runtime."""
+        await asyncio.gather(
+            self._every(self.flush_seconds, self.flush, "saving streaming replies"),
+            self._every(max(0.1, self.stale_seconds / 3), self.sweep, "reply recovery sweep"),
+        )
+
+    async def close(self, timeout: float) -> None:
+        """A last flush at shutdown, bounded in time; what the database does not take is lost with the process."""
+        try:
+            async with asyncio.timeout(timeout):
+                await asyncio.gather(*self._saves, return_exceptions=True)
+                await self.flush()
+        except (SQLAlchemyError, TimeoutError, OSError) as exc:
+            log.error("%d replies could not be saved before shutdown: %s", len(self.live.unsaved) + len(self.live.dirty), exc)
+
+    async def _every(self, seconds: float, work, what: str) -> None:
+        failing_since: float | None = None
+        while True:
+            try:
+                await work()
+                if failing_since is not None:
+                    log.warning("%s works again after %.1f s", what, time.monotonic() - failing_since)
+                    failing_since = None
+            except SQLAlchemyError as exc:  # a passing database outage: keep going, say it once
+                if failing_since is None:
+                    failing_since = time.monotonic()
+                    log.error("%s failed (retrying every %.2f s): %s", what, seconds, exc)
+            except Exception:  # anything else is a bug: log it loudly, keep the loop alive
+                log.exception("%s failed", what)
+            await asyncio.sleep(seconds)
 
 
-async def persist_forever(rt) -> None:
-    """The flusher and the recovery sweep, for the life of the runtime."""
-    await asyncio.gather(
-        _every(rt.settings.chat_flush_seconds, flush, rt, "saving streaming replies"),
-        _every(max(0.1, rt.settings.stream_stale_seconds / 3), sweep, rt, "reply recovery sweep"),
-    )
+def _now() -> datetime:
+    return datetime.now(UTC)

@@ -6,6 +6,8 @@ import asyncio
 import json
 from collections.abc import AsyncIterator
 
+from sqlalchemy.exc import SQLAlchemyError
+
 from kynsey.chat.live import Event, LiveReply
 from kynsey.storage.models import Message
 
@@ -56,13 +58,15 @@ def _final(message: Message) -> bytes:
     if message.status == "complete":
         figures = {k: getattr(message, k) for k in ("ttft_ms", "tokens", "tokens_per_s", "load_ms")}
         return encode("done", figures)
-    code = "interrupted" if message.status == "interrupted" else "failed"
+    code = message.status if message.status in ("interrupted", "stopped") else "failed"
     return encode("error", {"code": code, "message": message.error or f"the reply {message.status}"})
 
 
 async def replay_stored(rt, message: Message) -> AsyncIterator[bytes]:
     """A reply this process is not writing: what is saved, then (while another
-    writer still streams it) what it saves next, until it is final."""
+    writer still streams it) what it saves next, until it is final. Like every
+    stream, it ends with a terminal event: a database outage or this process
+    shutting down ends it with an ``error`` event the client can re-attach after."""
     yield encode("start", _start(message))
     sent = 0
     while True:
@@ -72,9 +76,17 @@ async def replay_stored(rt, message: Message) -> AsyncIterator[bytes]:
         if message.status != "streaming":
             yield _final(message)
             return
+        if rt.live.stopping.is_set():
+            yield encode("error", {"code": "shutdown", "message": "this server is shutting down; re-attach to get the rest"})
+            return
         await asyncio.sleep(rt.settings.chat_flush_seconds)
-        async with rt.sessions() as db:
-            fresh = await db.get(Message, message.id)
+        try:
+            async with rt.sessions() as db:
+                fresh = await db.get(Message, message.id)
+        except SQLAlchemyError:
+            yield encode("error", {"code": "database_unavailable",
+                                   "message": "the database does not answer; re-attach to get the rest"})
+            return
         if fresh is None:
             yield encode("error", {"code": "deleted", "message": "the conversation was deleted"})
             return

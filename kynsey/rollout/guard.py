@@ -12,6 +12,10 @@ It watches a sliding window of this instance's traffic:
   ``guard_baseline_replies`` replies after start or after a re-enable; judged
   once there are ``guard_min_replies`` replies.
 
+A breach trips the guard only once it has held for ``guard_sustain_seconds``,
+re-checked on every new sample; load noise that passes sooner does not turn
+switching off for everyone.
+
 When either trips, it turns ``model_switching`` off (the kill switch),
 reverts every user's stored tier to the default, writes one audit entry
 (action ``rollback``, actor ``guard``) with the figures, counts the rollback
@@ -71,6 +75,7 @@ class Guard:
         self.max_degradation = settings.guard_ttft_degradation
         self.min_replies = settings.guard_min_replies
         self.baseline_size = settings.guard_baseline_replies
+        self.sustain = settings.guard_sustain_seconds
         self.flags = flags
         self.sessions = sessions
         self.metrics = metrics
@@ -91,6 +96,7 @@ class Guard:
         self._sorted: list[float] = []
         self._baseline: list[float] = []
         self.baseline_ms: float | None = None
+        self._breach_since: dict[str, float] = {}  # trigger -> when its current breach began
         if self.state == "tripped":
             self.state = "armed"
 
@@ -106,8 +112,8 @@ class Guard:
         self._failures += failed
         self._prune(now)
         total = len(self._switches)
-        if total >= self.min_switches and self._failures / total > self.max_error_rate:
-            self._trip("switch_errors", self._switch_figures())
+        breached = total >= self.min_switches and self._failures / total > self.max_error_rate
+        self._judge("switch_errors", breached, now, self._switch_figures)
 
     def record_reply(self, ttft_ms: float) -> None:
         """Count one reply's time to first token in ms (the chat service calls this)."""
@@ -122,10 +128,20 @@ class Guard:
         self._replies.append((now, ttft_ms))
         bisect.insort(self._sorted, ttft_ms)
         self._prune(now)
-        if len(self._replies) >= self.min_replies:
-            current = _median(self._sorted)
-            if current > self.baseline_ms * (1 + self.max_degradation):
-                self._trip("ttft", self._ttft_figures())
+        breached = len(self._replies) >= self.min_replies and _median(self._sorted) > self.baseline_ms * (
+            1 + self.max_degradation
+        )
+        self._judge("ttft", breached, now, self._ttft_figures)
+
+    def _judge(self, trigger: str, breached: bool, now: float, figures: Callable[[], dict[str, Any]]) -> None:
+        """Trip once a breach has held for ``sustain`` seconds, re-checked on every sample: a burst
+        of load noise that passes sooner (the window's median falls back) starts over."""
+        if not breached:
+            self._breach_since.pop(trigger, None)
+            return
+        since = self._breach_since.setdefault(trigger, now)
+        if now - since >= self.sustain:
+            self._trip(trigger, {**figures(), "sustained_seconds": round(now - since, 1)})
 
     def _prune(self, now: float) -> None:
         horizon = now - self.window

@@ -1,17 +1,43 @@
-"""The async engine and session factory, chosen once from the settings' URL."""
+"""The async engine and session factory, chosen once from the settings' URL.
+
+Database faults are translated here, at the boundary, into SQLAlchemy's
+``OperationalError`` whatever the driver raised (asyncpg raises a bare
+``ConnectionRefusedError`` or ``TimeoutError``), so the rest of Kynsey knows
+one kind of outage: the web layer answers it with 503 ``database_unavailable``
+and background work retries it. Every connect and every statement is bounded
+in time (``KYNSEY_DB_CONNECT_TIMEOUT``, ``KYNSEY_DB_STATEMENT_TIMEOUT``), so a
+frozen PostgreSQL costs a request seconds, not forever.
+"""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 from sqlalchemy import event
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 
 SQLITE_PRAGMAS = ("journal_mode=WAL", "synchronous=NORMAL", "foreign_keys=ON", "busy_timeout=10000")
+# PostgreSQL answers these SQLSTATEs when it cannot take work now: too many connections,
+# shutting down, starting up, cannot connect now.
+POOL_RECYCLE_SECONDS = 1800  # reopen long-lived connections (idle timeouts on the way)
+UNAVAILABLE_SQLSTATES = frozenset({"53300", "57P01", "57P02", "57P03", "08000", "08003", "08006"})
 
 
-def make_engine(url: str) -> AsyncEngine:
+@dataclass(frozen=True, slots=True)
+class DbLimits:
+    """Timeouts and pool bounds of one engine (the settings' defaults)."""
+
+    connect_timeout: float = 5.0
+    statement_timeout: float = 15.0
+    pool_size: int = 20
+    max_overflow: int = 20
+    pool_timeout: float = 10.0
+
+
+def make_engine(url: str, limits: DbLimits = DbLimits()) -> AsyncEngine:
     parsed = make_url(url)
     if parsed.get_backend_name() == "sqlite":
         if parsed.database and parsed.database != ":memory:":
@@ -19,8 +45,56 @@ def make_engine(url: str) -> AsyncEngine:
         # A SQLite connection is a thread, not a server process: allow a burst of hundreds of chat starts.
         engine = create_async_engine(url, pool_size=20, max_overflow=200, pool_timeout=30)
         event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
-        return engine
-    return create_async_engine(url, pool_size=20, max_overflow=20, pool_timeout=10, pool_pre_ping=True)
+    else:
+        engine = create_async_engine(
+            url,
+            pool_size=limits.pool_size,
+            max_overflow=limits.max_overflow,
+            pool_timeout=limits.pool_timeout,
+            # No pre-ping (a round trip on every checkout, and asyncpg's raw TimeoutError escapes it):
+            # the first statement that meets a dead connection invalidates the whole pool instead.
+            pool_recycle=POOL_RECYCLE_SECONDS,
+        )
+        event.listen(engine.sync_engine, "do_connect", _bounded_connect(limits))
+    event.listen(engine.sync_engine, "handle_error", _outage_as_operational_error)
+    return engine
+
+
+def _bounded_connect(limits: DbLimits):
+    """Connect with asyncpg's timeouts; a refused or silent server is an OperationalError."""
+
+    def connect(dialect, _record, cargs, cparams):
+        cparams.setdefault("timeout", limits.connect_timeout)
+        cparams.setdefault("command_timeout", limits.statement_timeout)
+        settings = cparams.setdefault("server_settings", {})
+        settings.setdefault("statement_timeout", str(int(limits.statement_timeout * 1000)))
+        try:
+            return dialect.connect(*cargs, **cparams)
+        except OSError as exc:  # refused, reset, or no answer within the timeout (TimeoutError)
+            raise dialect.loaded_dbapi.OperationalError(f"cannot connect to the database: {_describe(exc)}") from exc
+        except Exception as exc:
+            if getattr(exc, "sqlstate", None) in UNAVAILABLE_SQLSTATES:  # e.g. too many clients
+                raise dialect.loaded_dbapi.OperationalError(f"the database refused a connection: {exc}") from exc
+            raise
+
+    return connect
+
+
+def _outage_as_operational_error(context):
+    """A statement that hit a dead or frozen server raises OperationalError, and its connection is dropped."""
+    original = context.original_exception
+    if isinstance(context.sqlalchemy_exception, OperationalError):
+        return None
+    if isinstance(original, OSError) or getattr(original, "sqlstate", None) in UNAVAILABLE_SQLSTATES or (
+        isinstance(context.sqlalchemy_exception, DBAPIError) and context.sqlalchemy_exception.connection_invalidated
+    ):
+        context.is_disconnect = True
+        return OperationalError(context.statement, context.parameters, original, connection_invalidated=True)
+    return None
+
+
+def _describe(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {exc}" if str(exc) else f"{type(exc).__name__} (no answer in time)"
 
 
 def _sqlite_pragmas(dbapi_connection, _record) -> None:

@@ -45,18 +45,20 @@ def active_tier(catalog: Catalog, user: User) -> TierProfile:
     return tier or catalog.tiers[catalog.default_tier]
 
 
-async def current_tier(rt, user: User) -> TierProfile:
+async def current_tier(rt, user: User, catalog: Catalog | None = None) -> TierProfile:
     """The tier that would answer ``user`` now: the default while switching is off for them (SPEC F10)."""
     from kynsey.rollout.flags import switching_enabled
 
+    catalog = catalog or rt.catalog
     if await switching_enabled(rt, user):
-        return active_tier(rt.catalog, user)
-    return rt.catalog.tiers[rt.catalog.default_tier]
+        return active_tier(catalog, user)
+    return catalog.tiers[catalog.default_tier]
 
 
-async def answering_tier(rt, user: User) -> TierProfile:
-    """The tier that answers ``user``'s chat (SPEC F5): their current tier, which their
-    plan must still grant. A tier they lost access to is a TierLocked error with the
-    upgrade prompt, not a silent change of model; switching away from it works."""
-    tier = await current_tier(rt, user)
-    return require_tier(rt.catalog, user, tier.tier)
+async def answering_tier(rt, catalog: Catalog, user: User) -> TierProfile:
+    """The tier that answers ``user``'s chat (SPEC F5), from ``catalog`` (the request's
+    snapshot): their current tier, which their plan must still grant. A tier they lost
+    access to is a TierLocked error with the upgrade prompt, not a silent change of
+    model; switching away from it works."""
+    tier = await current_tier(rt, user, catalog)
+    return require_tier(catalog, user, tier.tier)

@@ -75,7 +75,8 @@ async def _switch(rt: Runtime, db: AsyncSession, user: User, slug: str, previous
     await rt.monitor.wait_first()
     status = usable_status(rt, tier)
     loaded, load_ms = True, None
-    if status.status != "ready":
+    # A model that failed since its last success is checked (preloaded), not trusted to be 'ready'.
+    if status.status != "ready" or rt.circuits.failing(tier.backend, status.model):
         loaded, load_ms = await rt.warmer.warm(tier, rt.settings.switch_warm_wait)
     user.active_tier = tier.tier
     db.add(user)

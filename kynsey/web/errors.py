@@ -53,8 +53,10 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(OperationalError)
     @app.exception_handler(InterfaceError)
     async def _database(request: Request, exc: Exception) -> JSONResponse:
-        log.error("database unavailable on %s %s: %s", request.method, request.url.path, exc)
-        return error_response(503, "database_unavailable", "the database does not answer; try again shortly")
+        # storage/db.py turns every driver's outage (refused, reset, frozen, too many clients) into these.
+        log.error("database unavailable on %s %s: %s", request.method, request.url.path, str(exc).splitlines()[0])
+        return error_response(503, "database_unavailable", "the database does not answer; try again shortly",
+                              headers={"Retry-After": "2"})
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:

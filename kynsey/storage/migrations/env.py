@@ -7,7 +7,7 @@ import asyncio
 from alembic import context
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from kynsey.storage.db import make_engine
+from kynsey.storage.db import DbLimits, make_engine
 from kynsey.storage.models import Base
 
 target_metadata = Base.metadata
@@ -29,7 +29,7 @@ def _run(connection) -> None:
 
 
 async def _run_async() -> None:
-    engine = make_engine(_url())
+    engine = make_engine(_url(), DbLimits(statement_timeout=3600))  # a migration may take long
     try:
         async with engine.connect() as connection:
             await connection.run_sync(_run)

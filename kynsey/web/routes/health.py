@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 from fastapi import APIRouter
 from fastapi.responses import JSONResponse, Response
 from sqlalchemy import text
@@ -19,20 +21,33 @@ async def healthz() -> dict:
 
 @router.get("/readyz")
 async def readyz(rt: RuntimeDep) -> JSONResponse:
-    checks: dict[str, dict] = {}
-    try:
-        async with rt.engine.connect() as conn:
-            await conn.execute(text("SELECT 1"))
-        checks["database"] = {"ok": True}
-    except (SQLAlchemyError, OSError) as exc:
-        checks["database"] = {"ok": False, "error": f"{type(exc).__name__}: {str(exc)[:200]}"}
+    """Ready when the database answers and a backend is reachable; every check is bounded in time.
+
+    Redis is reported but does not make the instance unready: rate limits fail
+    open to this instance's memory while it is down (``kynsey/ratelimit.py``)."""
+    checks: dict[str, dict] = {"database": await _database_check(rt)}
+    if rt.limiter.shared:
+        ok, error = await rt.limiter.check()
+        checks["redis"] = {"ok": ok, **({"error": error, "effect": "rate limits count per instance"} if not ok else {})}
     for name, backend in rt.backends.items():
         snap = backend.snapshot
-        errors = [h.error for h in snap.hosts if h.error]
+        errors = list(dict.fromkeys(h.error for h in snap.hosts if h.error))
         checks[f"backend:{name}"] = {"ok": snap.reachable, **({"error": "; ".join(errors)} if not snap.reachable else {})}
     ready = checks["database"]["ok"] and any(c["ok"] for k, c in checks.items() if k.startswith("backend:"))
     down = [name for name, check in checks.items() if not check["ok"]]
     return JSONResponse({"ready": ready, "down": down, "checks": checks}, status_code=200 if ready else 503)
+
+
+async def _database_check(rt) -> dict:
+    try:
+        async with asyncio.timeout(rt.settings.status_timeout):
+            async with rt.engine.connect() as conn:
+                await conn.execute(text("SELECT 1"))
+    except TimeoutError:
+        return {"ok": False, "error": f"no answer within {rt.settings.status_timeout:g} s"}
+    except (SQLAlchemyError, OSError) as exc:
+        return {"ok": False, "error": f"{type(exc).__name__}: {str(exc).splitlines()[0][:200]}"}
+    return {"ok": True}
 
 
 @router.get("/metrics")
@@ -40,5 +55,9 @@ async def metrics(rt: RuntimeDep) -> Response:
     # Gauges read at scrape time: circuits open and close with the clock, the flag with other instances.
     models = {(t.backend, rt.backends[t.backend].canonical(t.model_id)) for t in rt.catalog.tiers.values()}
     rt.metrics.circuits((b, m, rt.circuits.state(b, m)) for b, m in models | set(rt.circuits.snapshot()))
-    await rt.flags.refresh()
+    rt.metrics.ratelimit_fallback.set(1 if rt.limiter.degraded else 0)
+    try:  # a slow database must not stall the scrape: the gauges keep their last values
+        await asyncio.wait_for(rt.flags.refresh(), rt.settings.status_timeout)
+    except TimeoutError:
+        pass
     return Response(rt.metrics.render(), media_type="text/plain; version=0.0.4; charset=utf-8")

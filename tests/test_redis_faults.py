@@ -1,0 +1,99 @@
+"""Redis dies or freezes under running instances (SPEC F8, N6; issue: hardening).
+
+Policy (kynsey/ratelimit.py): rate limits fail open to each instance's memory,
+bounded by ``KYNSEY_REDIS_TIMEOUT`` per call, logged once and counted in
+/metrics; /readyz reports Redis without taking the instance out of service.
+These tests use a throwaway ``redis-server`` on its own port, never the shared one.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import time
+from collections.abc import Iterator
+
+import pytest
+import redis
+from prometheus_client.parser import text_string_to_metric_families
+
+from tests.sse import collect
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture
+def throwaway_redis(tmp_path) -> Iterator[tuple[subprocess.Popen, str]]:
+    port = free_port()
+    proc = subprocess.Popen(
+        [shutil.which("redis-server") or "redis-server", "--port", str(port), "--bind", "127.0.0.1",
+         "--save", "", "--appendonly", "no", "--dir", str(tmp_path)],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    client = redis.Redis(port=port, socket_timeout=1)
+    for _ in range(100):
+        try:
+            client.ping()
+            break
+        except redis.ConnectionError:
+            time.sleep(0.05)
+    yield proc, f"redis://127.0.0.1:{port}/0"
+    if proc.poll() is None:
+        os.kill(proc.pid, signal.SIGCONT)
+        proc.kill()
+    proc.wait(10)
+
+
+def metric(server, name: str) -> float:
+    for family in text_string_to_metric_families(server.client().get("/metrics").text):
+        for sample in family.samples:
+            if sample.name == name:
+                return sample.value
+    raise AssertionError(f"{name} is not exported")
+
+
+def test_every_redis_key_starts_with_the_configured_prefix(start_server, fake_ollama, throwaway_redis):
+    _, url = throwaway_redis
+    server = start_server(ollama_host=fake_ollama.url, redis_url=url, redis_prefix="acme-kynsey")
+    server.refresh_status()
+    client = server.client(server.add_user("alice", "pro"))
+    assert client.post("/api/models/tier", json={"tier": "pro"}).status_code == 200
+    cid = client.post("/api/conversations", json={}).json()["id"]
+    collect(client, "POST", f"/api/conversations/{cid}/messages", json={"content": "hi"})
+    keys = [k.decode() for k in redis.Redis.from_url(url).keys("*")]
+    assert keys and all(k.startswith("acme-kynsey:") for k in keys), keys
+
+
+@pytest.mark.parametrize("fault", ["killed", "frozen"])
+def test_limits_fail_open_to_memory_when_redis_dies_or_freezes(start_server, fake_ollama, throwaway_redis, fault):
+    proc, url = throwaway_redis
+    server = start_server(ollama_host=fake_ollama.url, redis_url=url, switch_rate_limit="4/minute",
+                          redis_timeout=0.2, redis_retry_seconds=60)
+    server.refresh_status()
+    client = server.client(server.add_user("alice", "pro"), timeout=10)
+    assert client.post("/api/models/tier", json={"tier": "pro"}).status_code == 200  # counted in Redis
+    assert client.get("/readyz").json()["checks"]["redis"] == {"ok": True}
+
+    if fault == "killed":
+        proc.kill()
+        proc.wait(10)
+    else:
+        os.kill(proc.pid, signal.SIGSTOP)
+    # Switches and chats go on: the limit is counted in this instance's memory now.
+    codes = [client.post("/api/models/tier", json={"tier": t}).status_code for t in ("code", "pro", "code", "pro", "code")]
+    assert codes == [200, 200, 200, 200, 429], codes  # the in-memory window holds the limit on its own
+    cid = client.post("/api/conversations", json={}).json()["id"]
+    assert collect(client, "POST", f"/api/conversations/{cid}/messages", json={"content": "hi"})[-1][0] == "done"
+
+    ready = client.get("/readyz")
+    assert ready.status_code == 200  # fail open: the instance keeps serving
+    assert ready.json()["checks"]["redis"]["ok"] is False and "redis" in ready.json()["down"]
+    assert metric(server, "kynsey_redis_errors_total") >= 1
+    assert metric(server, "kynsey_ratelimit_fallback") == 1

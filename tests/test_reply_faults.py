@@ -1,0 +1,224 @@
+"""Faults inside a reply end it cleanly, and what users see of backends is not an address
+(SPEC F5, F6, N3, N4; issue: hardening, items 1, 11, 15, 16 and the flapping backend)."""
+
+from __future__ import annotations
+
+import pytest
+
+from kynsey.catalog.reload import reload_catalog
+from tests.servers.fake_openai import FakeOpenAI
+from tests.sse import collect, events, text_of
+from tests.test_chat import chat_requests, new_conversation, send
+
+STANDARD, PRO = "llama3.2:3b-instruct-fp16", "qwen2.5:14b-instruct"
+
+
+def stored_messages(client, cid: str) -> list[dict]:
+    return client.get(f"/api/conversations/{cid}").json()["messages"]
+
+
+@pytest.mark.parametrize(
+    "line", [b'{"message":"oops","done":false}\n', b'{"message":{"role":"assistant","content":5},"done":false}\n']
+)
+def test_a_malformed_backend_line_ends_the_reply_with_stream_broken_and_keeps_its_text(server, fake_ollama, line):
+    client = server.client(server.add_user("alice", "pro"))
+    fake_ollama.fail[STANDARD] = "malformed"
+    fake_ollama.malformed_line = line
+    cid = new_conversation(client)
+    evts = send(client, cid, "one two three")
+    assert evts[-1][0] == "error" and evts[-1][1]["code"] == "stream_broken", evts[-1]
+    reply = stored_messages(client, cid)[-1]
+    assert (reply["status"], reply["content"]) == ("interrupted", text_of(evts)) and text_of(evts) == "Echo: one"
+    del fake_ollama.fail[STANDARD]
+    assert send(client, cid, "again")[-1][0] == "done"  # the conversation is not stuck
+
+
+OPENAI_CATALOG = """
+default_tier = "standard"
+[backends.llamacpp]
+kind = "openai"
+hosts = ["{url}"]
+[plans.standard]
+grants = ["standard"]
+[[tiers]]
+tier = "standard"
+display_name = "Standard"
+internal_name = "KYNSEY Mini"
+model_id = "mini"
+backend = "llamacpp"
+"""
+
+
+def test_a_stream_cut_with_done_but_no_finish_reason_is_interrupted_not_complete(start_server, tmp_path):
+    with FakeOpenAI(models=["mini"]) as fake:
+        path = tmp_path / "tiers.toml"
+        path.write_text(OPENAI_CATALOG.format(url=fake.url))
+        server = start_server(tiers=path)
+        server.refresh_status()
+        client = server.client(server.add_user("sam", "standard"))
+        cid = new_conversation(client)
+        fake.fail["mini"] = "cut_done"
+        evts = send(client, cid, "one two three")
+        assert evts[-1][0] == "error" and evts[-1][1]["code"] == "stream_broken"
+        assert stored_messages(client, cid)[-1]["status"] == "interrupted"
+        del fake.fail["mini"]
+        evts = send(client, cid, "one two three")
+        assert evts[-1][0] == "done" and stored_messages(client, cid)[-1]["status"] == "complete"
+
+
+def test_an_openai_backend_is_not_probed_while_it_streams(start_server, tmp_path):
+    """A probe would cut llama.cpp's server's running stream: the host with a live stream is known up."""
+    with FakeOpenAI(models=["mini"]) as fake:
+        path = tmp_path / "tiers.toml"
+        path.write_text(OPENAI_CATALOG.format(url=fake.url))
+        server = start_server(tiers=path, status_refresh=0.05)
+        server.refresh_status()
+        client = server.client(server.add_user("sam", "standard"))
+        cid = new_conversation(client)
+        fake.reply = " ".join(f"w{i}" for i in range(40))
+        fake.token_delay = 0.02  # 0.8 s of streaming: about 16 refresh intervals
+        evts, seen_by_server = [], []
+        with client.stream("POST", f"/api/conversations/{cid}/messages", json={"content": "go"}) as resp:
+            for event in events(resp):
+                evts.append(event)
+                if len(evts) == 21:  # mid-stream, about 0.4 s (8 refresh intervals) after it began
+                    seen_by_server = [path for path, _ in fake.requests]
+        assert evts[-1][0] == "done" and text_of(evts) == fake.reply
+        chat_at = len(seen_by_server) - 1 - seen_by_server[::-1].index("/v1/chat/completions")
+        assert "/v1/models" not in seen_by_server[chat_at:]
+        assert "/v1/models" in seen_by_server[:chat_at]  # it was probed before the stream
+
+
+def test_users_never_see_a_backend_host_address_admins_do(start_server, fake_ollama):
+    server = start_server(ollama_host=fake_ollama.url, status_refresh=60)
+    server.refresh_status()
+    user = server.client(server.add_user("sam", "standard"))
+    admin = server.client(server.add_user("root", "pro", admin=True))
+    address = fake_ollama.url.split("://")[1]
+    fake_ollama.stop()
+    cid = new_conversation(user)
+    evts = send(user, cid, "hello")
+    assert evts[-1][0] == "error" and address not in str(evts)
+    for path in ("/api/models/status", "/api/models/tiers", f"/api/conversations/{cid}"):
+        body = user.get(path).text
+        assert address not in body and "127.0.0.1" not in body, (path, body)
+    status = admin.get("/api/models/status").json()
+    assert status["backends"][0]["hosts"][0]["url"] == fake_ollama.url
+    fake_ollama.start()
+
+
+def test_a_failed_chat_shows_its_backend_unreachable_at_once(start_server, fake_ollama):
+    """No waiting for the next status probe: the tier says 'unreachable' as soon as a chat saw it."""
+    server = start_server(ollama_host=fake_ollama.url, status_refresh=3600)
+    server.refresh_status()
+    client = server.client(server.add_user("alice", "pro"))
+    cid = new_conversation(client)
+    fake_ollama.stop()
+    assert send(client, cid, "hello")[-1][1]["code"] == "backend_unreachable"
+    tiers = {t["tier"]: t["status"] for t in client.get("/api/models/tiers").json()["tiers"]}
+    assert tiers == {"standard": "unreachable", "pro": "unreachable", "code": "unreachable"}
+    resp = client.post("/api/models/tier", json={"tier": "pro"})
+    assert resp.status_code == 503 and resp.json()["error"]["tier_status"] == "unreachable"
+    fake_ollama.start()
+
+
+def test_a_probe_that_finds_the_backend_back_half_opens_the_circuit_at_once(start_server, fake_ollama):
+    server = start_server(ollama_host=fake_ollama.url, circuit_failures=2, circuit_cooldown=3600, status_refresh=3600)
+    server.refresh_status()
+    client = server.client(server.add_user("alice", "pro"))
+    assert client.post("/api/models/tier", json={"tier": "pro"}).status_code == 200
+    fake_ollama.fail[PRO] = "busy"
+    cid = new_conversation(client)
+    for _ in range(2):
+        send(client, cid, "x")
+    status = {t["tier"]: t["status"] for t in client.get("/api/models/tiers").json()["tiers"]}
+    assert status["pro"] == "degraded"
+    del fake_ollama.fail[PRO]
+    server.refresh_status()  # what the background refresh does: the backend answers, with the model
+    server.call(lambda rt: rt._half_open_recovered())
+    status = {t["tier"]: t["status"] for t in client.get("/api/models/tiers").json()["tiers"]}
+    assert status["pro"] == "ready"  # one trial may go: not degraded for the rest of the cooldown
+    evts = send(client, cid, "trial")
+    assert evts[0][1]["tier"] == "pro" and evts[-1][0] == "done"
+    assert server.call(lambda rt: _state(rt, PRO)) == "closed"
+
+
+async def _state(rt, model):
+    return rt.circuits.state("ollama", model)
+
+
+def test_a_switch_never_trusts_ready_for_a_model_that_failed_since_its_last_success(start_server, fake_ollama):
+    server = start_server(ollama_host=fake_ollama.url, status_refresh=3600, circuit_failures=5)
+    server.refresh_status()
+    client = server.client(server.add_user("alice", "pro"))
+    assert client.post("/api/models/tier", json={"tier": "pro"}).status_code == 200
+    fake_ollama.fail[PRO] = "error_500"
+    cid = new_conversation(client)
+    send(client, cid, "fails, falls back")  # one failure: the circuit stays closed, the tier still reads 'ready'
+    assert client.post("/api/models/tier", json={"tier": "standard"}).status_code == 200
+    fake_ollama.fail[PRO] = "load_fail"
+    resp = client.post("/api/models/tier", json={"tier": "pro"})  # checked, not trusted: the load fails
+    assert resp.status_code == 502 and resp.json()["error"]["code"] == "model_load_failed"
+    del fake_ollama.fail[PRO]
+    checks = preloads(fake_ollama, PRO)
+    assert client.post("/api/models/tier", json={"tier": "pro"}).json()["status"] == "ready"
+    assert preloads(fake_ollama, PRO) == checks + 1  # checked once more, and it works: trusted again
+    assert client.post("/api/models/tier", json={"tier": "standard"}).status_code == 200
+    assert client.post("/api/models/tier", json={"tier": "pro"}).status_code == 200
+    assert preloads(fake_ollama, PRO) == checks + 1
+
+
+def preloads(fake, model: str) -> int:
+    return sum(1 for path, body in fake.requests if path == "/api/generate" and body.get("model") == model)
+
+
+TWO_TIERS = """
+default_tier = "standard"
+[backends.ollama]
+kind = "ollama"
+hosts = ["{url}"]
+[plans.pro]
+grants = ["standard", {code_grant}]
+[[tiers]]
+tier = "standard"
+display_name = "Standard"
+internal_name = "KYNSEY Mini"
+model_id = "llama3.2:3b-instruct-fp16"
+"""
+CODE_TIER = """
+[[tiers]]
+tier = "code"
+display_name = "Code"
+internal_name = "KYNSEY Code"
+model_id = "qwen2.5-coder:7b-instruct"
+"""
+
+
+def test_a_catalog_reload_between_the_reads_of_one_request_cannot_break_it(start_server, fake_ollama, tmp_path):
+    """One catalog snapshot per request: a reload that removes the user's tier meanwhile is a clean answer."""
+    path = tmp_path / "tiers.toml"
+    path.write_text(TWO_TIERS.format(url=fake_ollama.url, code_grant='"code"') + CODE_TIER)
+    server = start_server(tiers=path)
+    server.refresh_status()
+    client = server.client(server.add_user("alice", "pro"))
+    assert client.post("/api/models/tier", json={"tier": "code"}).status_code == 200
+    cid = new_conversation(client)
+
+    async def reload_during_the_request(rt):
+        original = rt.limiter.hit
+
+        async def hit(*args, **kwargs):  # the rate-limit step sits between the request's reads of the catalog
+            rt.limiter.hit = original
+            path.write_text(TWO_TIERS.format(url=fake_ollama.url, code_grant=""))
+            await reload_catalog(rt, actor="test")
+            return await original(*args, **kwargs)
+
+        rt.limiter.hit = hit
+
+    server.call(reload_during_the_request)
+    evts = send(client, cid, "hello")
+    assert evts[0][1]["tier"] == "code" and evts[-1][0] == "done"  # answered from the request's snapshot
+    assert [m["status"] for m in stored_messages(client, cid)] == ["complete", "complete"]
+    assert chat_requests(fake_ollama)[-1]["model"] == "qwen2.5-coder:7b-instruct"
+    evts = send(client, cid, "next")  # the next request sees the new catalog: 'code' is gone
+    assert evts[0][1]["tier"] == "standard" and evts[-1][0] == "done"
