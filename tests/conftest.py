@@ -18,6 +18,7 @@ from kynsey.storage.db import make_engine
 from kynsey.storage.migrate import upgrade
 from kynsey.storage.models import Base
 from tests.live import LiveServer
+from tests.pg import private_database
 from tests.servers.fake_ollama import FakeOllama
 
 PG_URL = os.environ.get("KYNSEY_TEST_DATABASE_URL")
@@ -33,26 +34,12 @@ def _run(coro):
     return asyncio.run(coro)
 
 
-async def _admin_execute(url: str, statement: str) -> None:
-    engine = make_engine(url)
-    try:
-        async with engine.connect() as conn:
-            await conn.execution_options(isolation_level="AUTOCOMMIT")
-            await conn.execute(text(statement))
-    finally:
-        await engine.dispose()
-
-
 @pytest.fixture(scope="session")
 def database_url(tmp_path_factory) -> Iterator[str]:
     """A database migrated to head, private to this test run."""
     if PG_URL:
-        name = f"kynsey_test_{uuid.uuid4().hex[:10]}"
-        _run(_admin_execute(PG_URL, f'CREATE DATABASE "{name}"'))
-        url = make_url(PG_URL).set(database=name).render_as_string(hide_password=False)
-        upgrade(url)
-        yield url
-        _run(_admin_execute(PG_URL, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        with private_database("kynsey_test", PG_URL) as url:
+            yield url
     else:
         url = f"sqlite+aiosqlite:///{tmp_path_factory.mktemp('db') / 'kynsey.db'}"
         upgrade(url)

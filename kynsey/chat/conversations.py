@@ -55,11 +55,12 @@ async def remove(db: AsyncSession, user: User, conversation_id: str) -> None:
     await db.commit()
 
 
-def message_public(message: Message, live_text: str | None = None) -> dict:
-    return {
+def message_public(message: Message, overlay: dict | None = None) -> dict:
+    """A message as the API shows it; ``overlay`` is what this process knows that the row does not yet."""
+    public = {
         "id": message.id,
         "role": message.role,
-        "content": live_text if live_text is not None else message.content,
+        "content": message.content,
         "status": message.status,
         "tier": message.tier,
         "model": message.model,
@@ -72,6 +73,7 @@ def message_public(message: Message, live_text: str | None = None) -> dict:
         "load_ms": message.load_ms,
         "created_at": iso_utc(message.created_at),
     }
+    return public | {k: v for k, v in (overlay or {}).items() if k in public}
 
 
 def conversation_public(conversation: Conversation) -> dict:

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 Event = tuple[str, dict[str, Any]]
+LINGER_SECONDS = 5.0  # how long a stored reply stays here after its final save
 
 
 @dataclass
@@ -86,6 +87,14 @@ class LiveReplies:
     def get(self, message_id: str) -> LiveReply | None:
         return self.replies.get(message_id)
 
+    def overlay(self, message_id: str) -> dict[str, Any] | None:
+        """What this process knows of a reply beyond its row: the text so far, and its final
+        state from the moment it ended (before, or instead of, the database having it)."""
+        reply = self.replies.get(message_id)
+        if reply is None:
+            return None
+        return {"content": reply.text, **self.unsaved.get(message_id, {})}
+
     def run(self, reply: LiveReply, work) -> asyncio.Task:
         mid = reply.message_id
         self.replies[mid] = reply
@@ -96,14 +105,21 @@ class LiveReplies:
 
     def _task_done(self, mid: str) -> None:
         self.tasks.pop(mid, None)
-        if mid not in self.unsaved:
-            self.replies.pop(mid, None)
-            self.dirty.discard(mid)
+        self._forget_when_stored(mid)
 
     def saved(self, mid: str) -> None:
-        """The final state of ``mid`` is in the database: forget it once its task is over."""
+        """The final state of ``mid`` is in the database."""
         self.unsaved.pop(mid, None)
-        if mid not in self.tasks:
+        self._forget_when_stored(mid)
+
+    def _forget_when_stored(self, mid: str) -> None:
+        # Kept a moment longer: a reader that fetched the row just before the final save committed
+        # still finds the final state here.
+        if mid not in self.tasks and mid not in self.unsaved:
+            asyncio.get_running_loop().call_later(LINGER_SECONDS, self._forget, mid)
+
+    def _forget(self, mid: str) -> None:
+        if mid not in self.tasks and mid not in self.unsaved:
             self.replies.pop(mid, None)
             self.dirty.discard(mid)
 

@@ -30,8 +30,7 @@ async def get_conversation(conversation_id: str, rt: RuntimeDep, db: DbDep, user
     conversation = await conversations.owned(db, user, conversation_id)
     messages = []
     for message in await conversations.messages(db, conversation.id):
-        live = rt.live.get(message.id)
-        messages.append(conversations.message_public(message, live.text if live else None))
+        messages.append(conversations.message_public(message, rt.live.overlay(message.id)))
     return conversations.conversation_public(conversation) | {"messages": messages}
 
 
