@@ -52,7 +52,7 @@ class Kynsey:
             **os.environ,
             "KYNSEY_DATA_DIR": self.dir.name,
             "OLLAMA_HOST": ollama_url,
-            "KYNSEY_LOG_LEVEL": "WARNING",
+            "KYNSEY_LOG_LEVEL": os.environ.get("KYNSEY_LOG_LEVEL", "INFO"),  # as users run it
             **{f"KYNSEY_{k.upper()}": v for k, v in settings.items()},
         }
         self.port = free_port()

@@ -27,6 +27,7 @@ from kynsey.rollout.flags import Flags
 from kynsey.rollout.guard import Guard
 from kynsey.settings import Settings
 from kynsey.storage.db import make_engine, make_sessionmaker
+from kynsey.storage.jobs import Jobs, make_jobs
 
 
 @dataclass
@@ -35,6 +36,7 @@ class Runtime:
     catalog: Catalog
     engine: AsyncEngine
     sessions: async_sessionmaker[AsyncSession]
+    jobs: Jobs
     backends: dict[str, Backend]
     monitor: StatusMonitor
     circuits: Circuits
@@ -109,6 +111,7 @@ class Runtime:
             await backend.aclose()
         await self.limiter.aclose()
         await self.guard.aclose()
+        await self.jobs.aclose()
         await self.engine.dispose()
 
 
@@ -123,14 +126,15 @@ def build_runtime(settings: Settings, catalog: Catalog | None = None) -> Runtime
     flags = Flags(sessions, ttl=settings.flag_cache_seconds, metrics=metrics)
     guard = Guard(settings, flags, sessions, metrics)
     flags.listeners.append(guard.on_flag)
+    jobs = make_jobs(settings.effective_database_url, engine)
     live = LiveReplies()
-    replies = ReplyStore(sessions, live, flush_seconds=settings.chat_flush_seconds,
-                         stale_seconds=settings.stream_stale_seconds)
+    replies = ReplyStore(jobs, live, flush_seconds=settings.chat_flush_seconds, stale_seconds=settings.stream_stale_seconds)
     runtime = Runtime(
         settings=settings,
         catalog=catalog,
         engine=engine,
         sessions=sessions,
+        jobs=jobs,
         backends=backends,
         monitor=monitor,
         circuits=circuits,

@@ -11,6 +11,7 @@ from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import delete, select
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from kynsey.accounts.secrets import hash_password, new_token, token_digest, verify_password
@@ -64,13 +65,41 @@ async def issue_token(db: AsyncSession, user: User) -> str:
     return token
 
 
-async def user_for_token(db: AsyncSession, token: str) -> User:
-    user = await db.scalar(
-        select(User).join(ApiToken, ApiToken.user_id == User.id).where(ApiToken.token_hash == token_digest(token))
-    )
-    if user is None:
-        raise NotAuthenticated("the API token is not valid")
-    return user
+def caller_by_token(token: str):
+    """The job (``storage/jobs.py``) that finds who holds API token ``token``; NotAuthenticated if nobody.
+
+    Read on every request, so a revoked token or a changed plan counts at once; the
+    User it returns is detached (read it, do not change it through a session)."""
+    digest = token_digest(token)
+
+    def job(conn: Connection) -> User:
+        row = conn.execute(
+            select(*User.__table__.c).join(ApiToken.__table__, ApiToken.user_id == User.id)
+            .where(ApiToken.token_hash == digest)
+        ).mappings().first()
+        if row is None:
+            raise NotAuthenticated("the API token is not valid")
+        return User(**row)
+
+    return job
+
+
+def caller_by_session(token: str):
+    """The job that finds whose browser session ``token`` is: (user, CSRF token); NotAuthenticated if none."""
+    digest = token_digest(token)
+
+    def job(conn: Connection) -> tuple[User, str]:
+        row = conn.execute(
+            select(*User.__table__.c, WebSession.csrf_token, WebSession.expires_at)
+            .join(WebSession.__table__, WebSession.user_id == User.id)
+            .where(WebSession.id_hash == digest)
+        ).mappings().first()
+        if row is None or as_utc(row["expires_at"]) < datetime.now(UTC):
+            raise NotAuthenticated("your session has expired; log in again", reason="session_expired")
+        fields = {k: v for k, v in row.items() if k not in ("csrf_token", "expires_at")}
+        return User(**fields), row["csrf_token"]
+
+    return job
 
 
 async def login(db: AsyncSession, name: str, password: str, ttl: int) -> tuple[str, WebSession, User]:
@@ -87,19 +116,6 @@ async def login(db: AsyncSession, name: str, password: str, ttl: int) -> tuple[s
     db.add(session)
     await db.execute(delete(WebSession).where(WebSession.user_id == user.id, WebSession.expires_at < datetime.now(UTC)))
     return token, session, user
-
-
-async def session_user(db: AsyncSession, token: str) -> tuple[User, WebSession]:
-    row = (
-        await db.execute(
-            select(User, WebSession)
-            .join(WebSession, WebSession.user_id == User.id)
-            .where(WebSession.id_hash == token_digest(token))
-        )
-    ).first()
-    if row is None or as_utc(row[1].expires_at) < datetime.now(UTC):
-        raise NotAuthenticated("your session has expired; log in again", reason="session_expired")
-    return row[0], row[1]
 
 
 async def logout(db: AsyncSession, token: str) -> None:

@@ -94,6 +94,7 @@ class HttpBackend(Backend):
             for url in self.hosts
         }
         self._streaming: Counter[str] = Counter()
+        self._probing: dict[str, asyncio.Future[HostSnapshot]] = {}
         self.snapshot = BackendSnapshot(
             name, self.kind, tuple(HostSnapshot(u, False, error="not probed yet") for u in self.hosts)
         )
@@ -138,14 +139,19 @@ class HttpBackend(Backend):
     # -- streams --------------------------------------------------------------------
     @asynccontextmanager
     async def streaming(self, client: httpx.AsyncClient, method: str, path: str, **kwargs) -> AsyncIterator[httpx.Response]:
-        """``client.stream(...)``, with the host counted as streaming while its answer flows."""
+        """``client.stream(...)``, with the host counted as streaming from the request on.
+
+        Where a probe can cut a stream, a probe of this host still in flight is let finish first."""
         url = host_url(client)
-        async with client.stream(method, path, **kwargs) as resp:
-            self._streaming[url] += 1
-            try:
+        probe = self._probing.get(url)
+        if probe is not None and not self.probe_while_streaming:
+            await asyncio.wait([probe], timeout=client.timeout.connect)
+        self._streaming[url] += 1
+        try:
+            async with client.stream(method, path, **kwargs) as resp:
                 yield resp
-            finally:
-                self._streaming[url] -= 1
+        finally:
+            self._streaming[url] -= 1
 
     # -- status ---------------------------------------------------------------------
     async def probe(self, timeout: float) -> BackendSnapshot:
@@ -158,7 +164,12 @@ class HttpBackend(Backend):
         known_up = previous is not None and previous.reachable and self._streaming[url] > 0
         if known_up and not self.probe_while_streaming:
             return previous
-        fresh = await self._probe_host(url, timeout)
+        probe = self._probing[url] = asyncio.ensure_future(self._probe_host(url, timeout))
+        try:
+            fresh = await probe
+        finally:
+            if self._probing.get(url) is probe:
+                del self._probing[url]
         if not fresh.reachable and known_up and self._streaming[url] > 0 and fresh.timed_out:
             return previous  # busy with a long generation, not down
         return fresh

@@ -9,7 +9,9 @@ from datetime import UTC, datetime
 from sqlalchemy import delete, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from kynsey.chat.store import create_conversation
 from kynsey.errors import ConversationNotFound, InvalidRequest
+from kynsey.storage.jobs import Jobs
 from kynsey.storage.models import Conversation, Message, User, iso_utc
 
 TITLE_MAX = 200
@@ -20,15 +22,13 @@ def new_id() -> str:
     return uuid.uuid4().hex
 
 
-async def create(db: AsyncSession, user: User, title: str | None) -> Conversation:
+async def create(jobs: Jobs, user: User, title: str | None) -> dict:
+    """A new conversation, as the API shows it (one database job: hundreds may start at once)."""
     title = (title or "").strip()
     if len(title) > TITLE_MAX:
         raise InvalidRequest(f"a title has at most {TITLE_MAX} characters", field="title")
-    now = datetime.now(UTC)
-    conversation = Conversation(id=new_id(), user_id=user.id, title=title, created_at=now, updated_at=now)
-    db.add(conversation)
-    await db.commit()
-    return conversation
+    row = await jobs.run(create_conversation(new_id(), user.id, title, datetime.now(UTC)))
+    return conversation_public(Conversation(**row))
 
 
 async def owned(db: AsyncSession, user: User, conversation_id: str) -> Conversation:

@@ -27,32 +27,23 @@ import time
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import bindparam, update
 from sqlalchemy.exc import SQLAlchemyError
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from kynsey.chat.live import LiveReplies
-from kynsey.storage.models import Message
+from kynsey.chat.store import save_replies, set_reply, sweep_orphans
+from kynsey.storage.jobs import Jobs
 
 log = logging.getLogger(__name__)
 ORPHANED = "the server stopped while writing this reply"
 # How long a finished reply waits for its final save before the client is told the save is pending.
 FINAL_SAVE_WAIT = 2.0
-_MESSAGES = Message.__table__
-_PROGRESS = (
-    update(_MESSAGES)
-    .where(_MESSAGES.c.id == bindparam("mid"), _MESSAGES.c.status == "streaming")
-    .values(content=bindparam("text"), updated_at=bindparam("now"))
-)
 
 
 class ReplyStore:
     """The writer of replies after their row exists: progress, final states, recovery."""
 
-    def __init__(
-        self, sessions: async_sessionmaker[AsyncSession], live: LiveReplies, *, flush_seconds: float, stale_seconds: float
-    ) -> None:
-        self.sessions = sessions
+    def __init__(self, jobs: Jobs, live: LiveReplies, *, flush_seconds: float, stale_seconds: float) -> None:
+        self.jobs = jobs
         self.live = live
         self.flush_seconds = flush_seconds
         self.stale_seconds = stale_seconds
@@ -60,9 +51,7 @@ class ReplyStore:
 
     async def update(self, message_id: str, **values: Any) -> None:
         """Change a reply's row now (its tier when a fallback answers); raises on a database error."""
-        async with self.sessions() as db:
-            await db.execute(update(Message).where(Message.id == message_id).values(updated_at=_now(), **values))
-            await db.commit()
+        await self.jobs.run(set_reply(message_id, {"updated_at": _now(), **values}))
 
     async def save_final(self, message_id: str, **values: Any) -> bool:
         """Write a reply's final state; True once it is stored.
@@ -80,9 +69,7 @@ class ReplyStore:
 
     async def _write_final(self, message_id: str, values: dict[str, Any]) -> bool:
         try:
-            async with self.sessions() as db:
-                await db.execute(update(Message).where(Message.id == message_id).values(**values))
-                await db.commit()
+            await self.jobs.run(set_reply(message_id, values))
         except SQLAlchemyError as exc:
             log.warning("could not save reply %s (kept in memory, retried every flush): %s", message_id, exc)
             return False
@@ -99,12 +86,7 @@ class ReplyStore:
         if not finals and not rows:
             return 0
         try:
-            async with self.sessions() as db:
-                for mid, values in finals.items():
-                    await db.execute(update(Message).where(Message.id == mid).values(**values))
-                if rows:
-                    await db.execute(_PROGRESS, rows)
-                await db.commit()
+            await self.jobs.run(save_replies(finals, rows))
         except BaseException:
             self.live.dirty |= dirty  # nothing is dropped: the next flush tries again
             raise
@@ -115,23 +97,11 @@ class ReplyStore:
 
     async def sweep(self) -> int:
         now = _now()
-        live = list(self.live.replies)
-        async with self.sessions() as db:
-            if live:
-                await db.execute(update(Message).where(Message.id.in_(live), Message.status == "streaming")
-                                 .values(updated_at=now))
-            stmt = (
-                update(Message)
-                .where(Message.status == "streaming", Message.updated_at < now - timedelta(seconds=self.stale_seconds))
-                .values(status="interrupted", error=ORPHANED, updated_at=now)
-            )
-            if live:
-                stmt = stmt.where(Message.id.not_in(live))
-            result = await db.execute(stmt)
-            await db.commit()
-        if result.rowcount:
-            log.warning("marked %d orphaned replies as interrupted", result.rowcount)
-        return result.rowcount
+        cutoff = now - timedelta(seconds=self.stale_seconds)
+        orphans = await self.jobs.run(sweep_orphans(list(self.live.replies), now, cutoff, ORPHANED))
+        if orphans:
+            log.warning("marked %d orphaned replies as interrupted", orphans)
+        return orphans
 
     async def run_forever(self) -> None:
         """The flusher and the recovery sweep, for the life of the runtime."""

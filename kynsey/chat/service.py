@@ -14,14 +14,13 @@ import time
 from datetime import UTC, datetime
 
 from sqlalchemy import select
-from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from kynsey.backends.base import ChatMessage
 from kynsey.chat import conversations
 from kynsey.chat.live import LiveReply
 from kynsey.chat.reply import fallback_chain, generate
-from kynsey.errors import Conflict, InvalidRequest
+from kynsey.chat.store import Turn, begin_turn
+from kynsey.errors import ConversationNotFound, InvalidRequest
 from kynsey.runtime import Runtime
 from kynsey.storage.models import Message, User
 from kynsey.switching.access import answering_tier
@@ -35,34 +34,18 @@ def check_content(content: str, limit: int) -> str:
     return content
 
 
-async def send_message(rt: Runtime, db: AsyncSession, user: User, conversation_id: str, content: str) -> LiveReply:
+async def send_message(rt: Runtime, user: User, conversation_id: str, content: str) -> LiveReply:
     started = time.perf_counter()
     catalog, backends = rt.snapshot()
     check_content(content, rt.settings.max_message_chars)
-    conversation = await conversations.owned(db, user, conversation_id)
+    if not conversations.ID_RE.fullmatch(conversation_id):
+        raise ConversationNotFound(f"there is no conversation {conversation_id[:40]!r} for you")
     tier = await answering_tier(rt, catalog, user)
     await rt.limiter.hit(rt.settings.chat_rate_limit, "chat", str(user.id), tier.tier)
-    earlier = await conversations.messages(db, conversation.id)
-    if any(m.status == "streaming" for m in earlier):
-        raise Conflict("a reply in this conversation is still being written; wait for it or re-attach to it")
-    history = [ChatMessage(m.role, m.content) for m in earlier if m.content and m.status != "failed"]
-    history.append(ChatMessage("user", content))
-    seq = (earlier[-1].seq if earlier else 0) + 1
-    now = datetime.now(UTC)
-    asked = Message(id=conversations.new_id(), conversation_id=conversation.id, seq=seq, role="user", content=content,
-                    status="complete", created_at=now, updated_at=now)
-    reply = Message(id=conversations.new_id(), conversation_id=conversation.id, seq=seq + 1, role="assistant",
-                    content="", status="streaming", tier=tier.tier, model=backends[tier.backend].canonical(tier.model_id),
-                    created_at=now, updated_at=now)
-    conversation.updated_at = now
-    conversation.title = conversation.title or _title(content)
-    db.add_all([asked, reply])
-    try:
-        await db.commit()
-    except IntegrityError as exc:
-        await db.rollback()
-        raise Conflict("another message was sent to this conversation at the same moment; reload it") from exc
-    live = LiveReply(reply.id, conversation.id, user.id, asked.id)
+    turn = Turn(conversation_id, user.id, conversations.new_id(), conversations.new_id(), content, tier.tier,
+                backends[tier.backend].canonical(tier.model_id), _title(content), datetime.now(UTC))
+    history = await rt.jobs.run(begin_turn(turn))  # committed before any backend is called
+    live = LiveReply(turn.reply_id, conversation_id, user.id, turn.asked_id)
     chain = fallback_chain(catalog, user.plan, tier)
     rt.live.run(live, generate(rt, live, backends, chain, history, started))
     return live

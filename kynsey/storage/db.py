@@ -44,7 +44,7 @@ def make_engine(url: str, limits: DbLimits = DbLimits()) -> AsyncEngine:
             Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
         # A SQLite connection is a thread, not a server process: allow a burst of hundreds of chat starts.
         engine = create_async_engine(url, pool_size=20, max_overflow=200, pool_timeout=30)
-        event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
+        event.listen(engine.sync_engine, "connect", sqlite_pragmas)
     else:
         engine = create_async_engine(
             url,
@@ -56,7 +56,7 @@ def make_engine(url: str, limits: DbLimits = DbLimits()) -> AsyncEngine:
             pool_recycle=POOL_RECYCLE_SECONDS,
         )
         event.listen(engine.sync_engine, "do_connect", _bounded_connect(limits))
-    event.listen(engine.sync_engine, "handle_error", _outage_as_operational_error)
+    event.listen(engine.sync_engine, "handle_error", outage_as_operational_error)
     return engine
 
 
@@ -80,7 +80,7 @@ def _bounded_connect(limits: DbLimits):
     return connect
 
 
-def _outage_as_operational_error(context):
+def outage_as_operational_error(context):
     """A statement that hit a dead or frozen server raises OperationalError, and its connection is dropped."""
     original = context.original_exception
     if isinstance(context.sqlalchemy_exception, OperationalError):
@@ -97,7 +97,7 @@ def _describe(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {exc}" if str(exc) else f"{type(exc).__name__} (no answer in time)"
 
 
-def _sqlite_pragmas(dbapi_connection, _record) -> None:
+def sqlite_pragmas(dbapi_connection, _record) -> None:
     cursor = dbapi_connection.cursor()
     for pragma in SQLITE_PRAGMAS:
         cursor.execute(f"PRAGMA {pragma}")

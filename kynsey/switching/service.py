@@ -78,8 +78,9 @@ async def _switch(rt: Runtime, db: AsyncSession, user: User, slug: str, previous
     # A model that failed since its last success is checked (preloaded), not trusted to be 'ready'.
     if status.status != "ready" or rt.circuits.failing(tier.backend, status.model):
         loaded, load_ms = await rt.warmer.warm(tier, rt.settings.switch_warm_wait)
-    user.active_tier = tier.tier
-    db.add(user)
+    # Written with the audit entry, in its transaction (the caller's User is a detached copy).
+    stored = await db.get(User, user.id)
+    stored.active_tier = user.active_tier = tier.tier
     load_ms = round(load_ms, 1) if load_ms is not None else None
     return SwitchResult(tier.tier, previous, "ready" if loaded else "warming", _ms(started), load_ms, rate)
 

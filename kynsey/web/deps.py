@@ -8,7 +8,7 @@ from typing import Annotated
 from fastapi import Depends, Query, Request
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from kynsey.accounts.service import session_user, user_for_token
+from kynsey.accounts.service import caller_by_session, caller_by_token
 from kynsey.errors import CsrfFailed, NotAuthenticated, PermissionDenied
 from kynsey.runtime import Runtime
 from kynsey.storage.models import User
@@ -40,20 +40,22 @@ def request_id(request: Request) -> str:
 RequestIdDep = Annotated[str, Depends(request_id)]
 
 
-async def current_user(request: Request, db: DbDep) -> User:
-    """A bearer token for API clients; a session cookie (with CSRF for writes) for the page."""
+async def current_user(request: Request, rt: RuntimeDep) -> User:
+    """A bearer token for API clients; a session cookie (with CSRF for writes) for the page.
+
+    Looked up on every request (one database job), so a revoked token or a changed plan counts at once."""
     header = request.headers.get("authorization")
     if header is not None:
         scheme, _, token = header.partition(" ")
         if scheme.lower() != "bearer" or not token.strip():
             raise NotAuthenticated("the Authorization header must be 'Bearer <token>'")
-        return await user_for_token(db, token.strip())
+        return await rt.jobs.run(caller_by_token(token.strip()))
     cookie = request.cookies.get(SESSION_COOKIE)
     if cookie:
-        user, session = await session_user(db, cookie)
-        if request.method not in SAFE_METHODS and request.headers.get(CSRF_HEADER) != session.csrf_token:
+        user, csrf_token = await rt.jobs.run(caller_by_session(cookie))
+        if request.method not in SAFE_METHODS and request.headers.get(CSRF_HEADER) != csrf_token:
             raise CsrfFailed("this request lacks the page's CSRF token; reload the page")
-        request.state.csrf_token = session.csrf_token
+        request.state.csrf_token = csrf_token
         return user
     raise NotAuthenticated("log in, or send 'Authorization: Bearer <token>'")
 

@@ -16,8 +16,8 @@ SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 
 
 @router.post("", status_code=201)
-async def create_conversation(body: ConversationIn, db: DbDep, user: UserDep) -> dict:
-    return conversations.conversation_public(await conversations.create(db, user, body.title))
+async def create_conversation(body: ConversationIn, rt: RuntimeDep, user: UserDep) -> dict:
+    return await conversations.create(rt.jobs, user, body.title)
 
 
 @router.get("")
@@ -41,9 +41,8 @@ async def delete_conversation(conversation_id: str, db: DbDep, user: UserDep) ->
 
 
 @router.post("/{conversation_id}/messages")
-async def post_message(conversation_id: str, body: MessageIn, rt: RuntimeDep, db: DbDep, user: UserDep) -> StreamingResponse:
-    live = await service.send_message(rt, db, user, conversation_id, body.content)
-    await db.close()  # hand the connection back now: the stream may last minutes
+async def post_message(conversation_id: str, body: MessageIn, rt: RuntimeDep, user: UserDep) -> StreamingResponse:
+    live = await service.send_message(rt, user, conversation_id, body.content)
     return StreamingResponse(stream_live(live), media_type="text/event-stream", headers=SSE_HEADERS)
 
 

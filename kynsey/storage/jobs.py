@@ -1,0 +1,83 @@
+"""Short database jobs on the hot path, each run whole in one step (SPEC N2).
+
+A job is a plain function of a SQLAlchemy ``Connection`` that runs a few
+statements; it runs in one transaction, committed when it returns. How it runs
+is chosen once at start-up, by the database:
+
+- SQLite: on one thread of our own, holding one connection: every job is one
+  hop off the event loop (not one per statement, as through aiosqlite), and the
+  jobs are this process's single SQLite writer, in order, so hundreds of
+  concurrent chats never fight over SQLite's lock (its busy handler is neither
+  fair nor fast).
+- PostgreSQL: on a pooled asyncpg connection through ``run_sync``, whose
+  statements are round trips anyway; the database serialises what it must.
+
+The chat path (auth, a turn's reads and inserts, reply progress and final
+saves) runs through here; the rest of Kynsey uses ordinary sessions.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from abc import ABC, abstractmethod
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import TypeVar
+
+from sqlalchemy import create_engine, event
+from sqlalchemy.engine import Connection, Engine, make_url
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from kynsey.storage.db import outage_as_operational_error, sqlite_pragmas
+
+T = TypeVar("T")
+Job = Callable[[Connection], T]
+
+
+class Jobs(ABC):
+    @abstractmethod
+    async def run(self, job: Job[T]) -> T:
+        """Run ``job`` in a transaction of its own; its result, or its exception."""
+
+    async def aclose(self) -> None:
+        """Release the connection(s)."""
+
+
+class SqliteJobs(Jobs):
+    """One thread, one connection: jobs run one after another, each in one hop."""
+
+    def __init__(self, url: str) -> None:
+        sync_url = make_url(url).set(drivername="sqlite")
+        self.engine: Engine = create_engine(sync_url, pool_size=1, max_overflow=0, pool_timeout=60,
+                                            connect_args={"check_same_thread": False})
+        event.listen(self.engine, "connect", sqlite_pragmas)
+        event.listen(self.engine, "handle_error", outage_as_operational_error)
+        self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="kynsey-sqlite")
+
+    async def run(self, job: Job[T]) -> T:
+        return await asyncio.get_running_loop().run_in_executor(self._thread, self._transaction, job)
+
+    def _transaction(self, job: Job[T]) -> T:
+        with self.engine.begin() as conn:
+            return job(conn)
+
+    async def aclose(self) -> None:
+        await asyncio.get_running_loop().run_in_executor(self._thread, self.engine.dispose)
+        self._thread.shutdown(wait=True)
+
+
+class PooledJobs(Jobs):
+    """A pooled connection of the async engine per job; its statements are round trips anyway."""
+
+    def __init__(self, engine: AsyncEngine) -> None:
+        self.engine = engine
+
+    async def run(self, job: Job[T]) -> T:
+        async with self.engine.begin() as conn:
+            return await conn.run_sync(job)
+
+
+def make_jobs(url: str, engine: AsyncEngine) -> Jobs:
+    if make_url(url).get_backend_name() == "sqlite":
+        return SqliteJobs(url)
+    return PooledJobs(engine)
