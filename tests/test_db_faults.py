@@ -24,7 +24,7 @@ from kynsey.storage.db import make_engine
 from kynsey.storage.models import Message
 from tests.pg import private_database
 from tests.proxy import FaultProxy
-from tests.sse import events, text_of
+from tests.sse import collect, events, text_of
 
 FAST_DB = dict(db_connect_timeout=1.0, db_statement_timeout=1.0, db_pool_timeout=2.0, status_timeout=1.0)
 
@@ -101,55 +101,69 @@ def test_postgres_down_or_frozen_is_503_on_every_route_and_recovers_without_rest
 
 
 @pytest.mark.parametrize("fault", ["cut", "freeze"])
-def test_a_reply_whose_final_save_fails_ends_at_once_and_is_saved_when_the_database_is_back(
+def test_a_database_fault_ends_open_replies_at_once_and_keeps_their_text(
     start_server, fake_ollama, pg_through_proxy, fault
 ):
+    """SPEC N6: a database fault ends every open reply with an error event at once (clients must not
+    read text that cannot be saved), and the text they saw is saved when the database is back."""
     proxy, through, direct = pg_through_proxy
-    server = start_server(ollama_host=fake_ollama.url, database_url=through, **FAST_DB)
+    server = start_server(ollama_host=fake_ollama.url, database_url=through, chat_flush_seconds=0.1, **FAST_DB)
     server.refresh_status()
     client = server.client(server.add_user("alice", "pro"), timeout=30)
     cid = client.post("/api/conversations", json={"title": "t"}).json()["id"]
-    fake_ollama.reply = " ".join(f"word{i}" for i in range(60))
-    fake_ollama.token_delay = 0.02
+    fake_ollama.reply = " ".join(f"word{i}" for i in range(300))
+    fake_ollama.token_delay = 0.02  # six seconds of reply: the fault lands in the middle
 
     seen: list[tuple[str, dict]] = []
     with client.stream("POST", f"/api/conversations/{cid}/messages", json={"content": "tell me"}) as resp:
         assert resp.status_code == 200
         for name, data in events(resp):
             seen.append((name, data))
-            if name == "delta" and len(seen) == 5:
+            if name == "delta" and len(seen) == 10:
                 getattr(proxy, fault)()  # PostgreSQL restarts (or hangs) while the reply streams
     message_id = seen[0][1]["message_id"]
-    final = seen[-1]
-    assert final[0] == "error" and final[1]["code"] == "database_unavailable", final
-    assert text_of(seen) == fake_ollama.reply  # the client saw every word
+    name, data = seen[-1]
+    assert (name, data["code"]) == ("error", "database_unavailable"), seen[-1]
+    said = text_of(seen)
+    assert 9 <= len(said.split()) < 300  # it stopped soon after the fault, not at the end
 
     proxy.restore()
-    row = wait_for(lambda: (r := stored(direct, message_id)).status == "complete" and r, "the kept reply to be saved")
-    assert row.content == fake_ollama.reply
+    row = wait_for(lambda: (r := stored(direct, message_id)).status == "interrupted" and r, "the kept reply to be saved")
+    assert row.content == said  # everything the client saw, nothing it did not
     replay = client.get(f"/api/conversations/{cid}").json()["messages"][-1]
-    assert (replay["status"], replay["content"]) == ("complete", fake_ollama.reply)
+    assert (replay["status"], replay["content"]) == ("interrupted", said)
+    assert send_ok(client, cid)  # the conversation is not stuck
 
 
-def test_text_is_kept_through_an_outage_in_the_middle_of_a_reply(start_server, fake_ollama, pg_through_proxy):
-    """Flushes that fail keep their text: nothing the client saw is shorter in the database afterwards."""
+def send_ok(client, cid: str) -> bool:
+    fake_ollama_reply_ok = client.post(f"/api/conversations/{cid}/messages", json={"content": "again"})
+    return fake_ollama_reply_ok.status_code == 200 and b"event: done" in fake_ollama_reply_ok.content
+
+
+def test_a_reply_that_ends_while_the_database_is_down_is_saved_when_it_is_back(
+    start_server, fake_ollama, pg_through_proxy
+):
+    """The model finished; only the final save fails: the client has its whole reply and 'done',
+    and the database gets the same once it answers (readers see it meanwhile from memory)."""
     proxy, through, direct = pg_through_proxy
-    server = start_server(ollama_host=fake_ollama.url, database_url=through, chat_flush_seconds=0.05, **FAST_DB)
+    server = start_server(ollama_host=fake_ollama.url, database_url=through, chat_flush_seconds=5, **FAST_DB)
     server.refresh_status()
     client = server.client(server.add_user("alice", "pro"), timeout=30)
     cid = client.post("/api/conversations", json={"title": "t"}).json()["id"]
-    fake_ollama.reply = " ".join(f"word{i}" for i in range(80))
+    fake_ollama.reply = " ".join(f"word{i}" for i in range(30))
     fake_ollama.token_delay = 0.02
 
     seen: list[tuple[str, dict]] = []
     with client.stream("POST", f"/api/conversations/{cid}/messages", json={"content": "tell me"}) as resp:
         for name, data in events(resp):
             seen.append((name, data))
-            deltas = sum(1 for n, _ in seen if n == "delta")
-            if name == "delta" and deltas == 10:
-                proxy.cut()
-            if name == "delta" and deltas == 40:
-                proxy.restore()  # back before the end: the final save works
-    assert seen[-1][0] == "done", seen[-1]
-    row = stored(direct, seen[0][1]["message_id"])
-    assert (row.status, row.content) == ("complete", fake_ollama.reply)
+            if name == "delta" and len(seen) == 3:
+                proxy.cut()  # no flush runs before the end (every 5 s): only the final save meets it
+    assert seen[-1][0] == "done" and text_of(seen) == fake_ollama.reply
+    assert client.get(f"/api/conversations/{cid}").status_code == 503  # reading needs the database
+    proxy.restore()
+    row = wait_for(lambda: (r := stored(direct, seen[0][1]["message_id"])).status == "complete" and r,
+                   "the final save after the outage", timeout=30)
+    assert row.content == fake_ollama.reply
+    reattached = collect(client, "GET", f"/api/conversations/{cid}/messages/{seen[0][1]['message_id']}/stream")
+    assert reattached[-1][0] == "done" and text_of(reattached) == fake_ollama.reply

@@ -28,7 +28,8 @@ def value(found, name: str, **labels) -> float | None:
 
 
 def test_switches_latency_warmups_flag_and_circuits_are_exported(start_server, fake_ollama):
-    server = start_server(ollama_host=fake_ollama.url, circuit_failures=1)
+    # No background refresh: a probe that finds the backend up half-opens an open circuit at once.
+    server = start_server(ollama_host=fake_ollama.url, circuit_failures=1, status_refresh=3600)
     server.refresh_status()
     alice = server.client(server.add_user("alice", "pro"))
     sam = server.client(server.add_user("sam", "standard"))

@@ -305,7 +305,7 @@ def test_command_line_serves_a_fixed_number_of_tokens():
 
         snap, chunks = run(scenario, url)
         assert sorted(snap.hosts[0].models) == ["a", "b"]
-        assert len(chunks) == 8 and chunks[-1].tokens == 7
+        assert sum(c.count for c in chunks[:-1]) == 7 and chunks[-1].tokens == 7  # chunks merge per network read
     finally:
         proc.terminate()
         assert proc.wait(10) == 0

@@ -82,6 +82,7 @@ class ChatChunk:
 
     text: str = ""
     done: bool = False
+    count: int = 1  # the stream chunks (about tokens) merged into this one
     tokens: int | None = None
     prompt_tokens: int | None = None
     load_ms: float | None = None

@@ -57,6 +57,21 @@ def pick_host(snapshot: BackendSnapshot, hosts: Sequence[str], model: str) -> st
     return url
 
 
+async def line_batches(resp: httpx.Response) -> AsyncIterator[list[bytes]]:
+    """The response body's lines, a batch per network read (not a step per line: a model
+    server sends a line per token, and at hundreds of streams each step costs)."""
+    rest = b""
+    async for data in resp.aiter_bytes():
+        if b"\n" not in data:
+            rest += data
+            continue
+        lines = (rest + data).split(b"\n")
+        rest = lines.pop()
+        yield lines
+    if rest.strip():
+        yield [rest]
+
+
 def probe_error(exc: Exception) -> str:
     """Why a probe failed, in words users may read: httpx's messages can carry the host's address."""
     if isinstance(exc, httpx.HTTPError):

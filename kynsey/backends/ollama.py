@@ -10,15 +10,15 @@ also arrive as the last NDJSON line of a 200 stream.
 from __future__ import annotations
 
 import asyncio
-import json
 import time
 from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
 import httpx
+import orjson
 
 from kynsey.backends.base import ChatChunk, ChatMessage, HostSnapshot, ModelState
-from kynsey.backends.http import HttpBackend, host_url, probe_error
+from kynsey.backends.http import HttpBackend, host_url, line_batches, probe_error
 from kynsey.errors import BackendBusy, BackendError, BackendUnreachable, ModelLoadFailed, ModelMissing, StreamBroken
 
 NS_PER_MS = 1_000_000
@@ -166,28 +166,48 @@ class OllamaBackend(HttpBackend):
                 if resp.status_code >= 400:
                     await resp.aread()
                     raise translate_status(resp, model, loading=False)
-                async for line in resp.aiter_lines():
-                    if not line:
-                        continue
-                    chunk = self._chunk(model, line, got_text)
-                    got_text = got_text or bool(chunk.text)
-                    yield chunk
-                    if chunk.done:
+                async for lines in line_batches(resp):
+                    chunk, error = self._merge(model, lines, got_text)
+                    if chunk is not None:
+                        got_text = got_text or bool(chunk.text)
+                        yield chunk
+                    if error is not None:
+                        raise error
+                    if chunk is not None and chunk.done:
                         return
         except httpx.HTTPError as exc:
             raise self.stream_error(exc, client, model) from exc
         raise StreamBroken(f"the stream from {self.where(client)} ended without its final line", model=model,
                            host=host_url(client))
 
+    @classmethod
+    def _merge(cls, model: str, lines: list[bytes], got_text: bool) -> tuple[ChatChunk | None, BackendError | None]:
+        """One read's lines as one chunk (their text joined), and the error a bad line raised, if any:
+        the text before a bad line still reaches the client."""
+        texts: list[str] = []
+        for line in lines:
+            if not line.strip():
+                continue
+            try:
+                piece = cls._chunk(model, line, got_text or bool(texts))
+            except BackendError as exc:
+                return (ChatChunk("".join(texts), count=len(texts)) if texts else None), exc
+            if piece.text:
+                texts.append(piece.text)
+            if piece.done:
+                piece.text, piece.count = "".join(texts), len(texts)
+                return piece, None
+        return (ChatChunk("".join(texts), count=len(texts)) if texts else None), None
+
     @staticmethod
-    def _chunk(model: str, line: str, got_text: bool) -> ChatChunk:
+    def _chunk(model: str, line: bytes | str, got_text: bool) -> ChatChunk:
         """One NDJSON line as a chunk; a line of the wrong shape breaks the stream (StreamBroken)."""
         try:
-            data = json.loads(line)
-        except ValueError as exc:
-            raise StreamBroken(f"the backend sent a line that is not JSON: {line[:80]!r}", model=model) from exc
+            data = orjson.loads(line)
+        except orjson.JSONDecodeError as exc:
+            raise StreamBroken(f"the backend sent a line that is not JSON: {_show(line)}", model=model) from exc
         if not isinstance(data, dict):
-            raise StreamBroken(f"the backend sent a line that is not a JSON object: {line[:80]!r}", model=model)
+            raise StreamBroken(f"the backend sent a line that is not a JSON object: {_show(line)}", model=model)
         if "error" in data:
             text = str(data["error"])
             if not got_text and _is_load_failure(text):
@@ -196,7 +216,7 @@ class OllamaBackend(HttpBackend):
         message = data.get("message") or {}
         text = message.get("content") if isinstance(message, dict) else None
         if not isinstance(message, dict) or not isinstance(text, str | None):
-            raise StreamBroken(f"the backend sent a line of the wrong shape: {line[:80]!r}", model=model)
+            raise StreamBroken(f"the backend sent a line of the wrong shape: {_show(line)}", model=model)
         if not data.get("done"):
             return ChatChunk(text=text or "")
         load_ns = _number(data.get("load_duration"))
@@ -208,6 +228,11 @@ class OllamaBackend(HttpBackend):
             load_ms=round(load_ns / NS_PER_MS, 3) if load_ns is not None else None,
             done_reason=data.get("done_reason") if isinstance(data.get("done_reason"), str) else None,
         )
+
+
+def _show(line: bytes | str) -> str:
+    text = line.decode("utf-8", "replace") if isinstance(line, bytes) else line
+    return repr(text[:80])
 
 
 def _number(value: Any) -> float | None:

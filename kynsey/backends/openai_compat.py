@@ -14,16 +14,16 @@ the wrong shape, inside the stream breaks it.
 from __future__ import annotations
 
 import asyncio
-import json
 import time
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import httpx
+import orjson
 
 from kynsey.backends.base import ChatChunk, ChatMessage, HostSnapshot, ModelState
-from kynsey.backends.http import HttpBackend, host_url, probe_error
+from kynsey.backends.http import HttpBackend, host_url, line_batches, probe_error
 from kynsey.errors import BackendBusy, BackendError, ModelMissing, StreamBroken
 
 # Kynsey's tier options (Ollama's names) -> the OpenAI request field.
@@ -248,13 +248,14 @@ class OpenAIBackend(HttpBackend):
                 if resp.status_code >= 400:
                     await resp.aread()
                     raise translate_status(resp, model_id)
-                async for line in resp.aiter_lines():
-                    data = events.feed(line)
-                    if data == "[DONE]":
+                async for lines in line_batches(resp):
+                    texts, error, done = self._merge(model_id, lines, events, reply)
+                    if texts:
+                        yield ChatChunk("".join(texts), count=len(texts))
+                    if error is not None:
+                        raise error
+                    if done:
                         break
-                    chunk = self._chunk(model_id, data, reply) if data is not None else None
-                    if chunk is not None:
-                        yield chunk
                 else:  # a server may close without the blank line after its last event
                     data = events.flush()
                     chunk = self._chunk(model_id, data, reply) if data not in (None, "[DONE]") else None
@@ -270,12 +271,31 @@ class OpenAIBackend(HttpBackend):
         raise StreamBroken(f"the stream from {self.where(client)} ended before the model finished (no finish_reason)",
                            model=model_id, host=host_url(client))
 
+    @classmethod
+    def _merge(cls, model: str, lines: list[bytes], events: SSEReader,
+               reply: _Reply) -> tuple[list[str], BackendError | None, bool]:
+        """One read's lines: (the texts of its events, the error a bad event raised, whether [DONE] came)."""
+        texts: list[str] = []
+        for raw in lines:
+            data = events.feed(raw.decode("utf-8", "replace").rstrip("\r"))
+            if data is None:
+                continue
+            if data == "[DONE]":
+                return texts, None, True
+            try:
+                chunk = cls._chunk(model, data, reply)
+            except BackendError as exc:
+                return texts, exc, False
+            if chunk is not None:
+                texts.append(chunk.text)
+        return texts, None, False
+
     @staticmethod
     def _chunk(model: str, data: str, reply: _Reply) -> ChatChunk | None:
         """One event as a chunk (None when it carries no text); an event of the wrong shape breaks the stream."""
         try:
-            event = json.loads(data)
-        except ValueError as exc:
+            event = orjson.loads(data)
+        except orjson.JSONDecodeError as exc:
             raise StreamBroken(f"the backend sent an event that is not JSON: {data[:80]!r}", model=model) from exc
         if not isinstance(event, dict):
             raise StreamBroken(f"the backend sent an event that is not an object: {data[:80]!r}", model=model)

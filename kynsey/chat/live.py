@@ -27,7 +27,7 @@ class LiveReply:
     start: dict[str, Any] | None = None
     final: Event | None = None
     listeners: set[asyncio.Queue[Event | None]] = field(default_factory=set)
-    stop_reason: str | None = None  # why its task was cancelled: "stopped" by the user, or "shutdown"
+    stop_reason: str | None = None  # why its task was cancelled: "stopped" (the user), "shutdown", "database"
 
     @property
     def text(self) -> str:
@@ -131,6 +131,10 @@ class LiveReplies:
         reply.stop_reason = reason
         task.cancel()
         return True
+
+    def stop_all(self, reason: str) -> int:
+        """Cancel every running reply (their text is kept); how many were running."""
+        return sum(self.cancel(mid, reason) for mid in list(self.tasks))
 
     async def drain(self, grace: float) -> None:
         """Give running replies ``grace`` s to finish, then cancel them: each is saved

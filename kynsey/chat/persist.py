@@ -10,8 +10,10 @@ Nothing is dropped when the database fails: text that could not be written
 stays dirty, and a final state that could not be written stays in
 ``LiveReplies.unsaved`` (the reply itself stays in memory, readable and
 re-attachable); both are retried every interval until the database answers.
-So the stored reply is never shorter than what a client saw, minus one flush
-interval, unless the process dies while the database is down.
+A flush that fails also ends every streaming reply at once with an ``error``
+event (SPEC N6): clients must not keep reading text that cannot be saved. So
+what a client saw is in the database, minus at most one flush interval, even
+if the process dies while the database is down.
 
 Recovery: each instance touches the replies it is writing every few seconds; any reply
 still 'streaming' whose row has not been touched for ``stream_stale_seconds``
@@ -56,8 +58,9 @@ class ReplyStore:
     async def save_final(self, message_id: str, **values: Any) -> bool:
         """Write a reply's final state; True once it is stored.
 
-        False when the database did not take it within ``FINAL_SAVE_WAIT`` s: the
-        state is kept in memory and written by the next flush that succeeds.
+        From the moment this is called the final state is what readers see
+        (``LiveReplies.overlay``). False when the database did not take it within
+        ``FINAL_SAVE_WAIT`` s: it is kept in memory and written by the next flush that succeeds.
         """
         values["updated_at"] = _now()
         self.live.unsaved[message_id] = values
@@ -87,8 +90,13 @@ class ReplyStore:
             return 0
         try:
             await self.jobs.run(save_replies(finals, rows))
-        except BaseException:
+        except BaseException as exc:
             self.live.dirty |= dirty  # nothing is dropped: the next flush tries again
+            if isinstance(exc, SQLAlchemyError) and rows:
+                # Text that cannot be saved must not keep streaming to clients: end those replies
+                # now; what they wrote stays here and is saved when the database answers.
+                stopped = self.live.stop_all("database")
+                log.error("the database does not answer: stopped %d streaming replies (kept in memory)", stopped)
             raise
         for mid, values in finals.items():
             if self.live.unsaved.get(mid) is values:

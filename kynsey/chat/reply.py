@@ -27,6 +27,8 @@ from kynsey.runtime import Runtime
 log = logging.getLogger(__name__)
 STOPPED = "stopped by the user"
 SHUTDOWN = "the server stopped while writing this reply; re-send to get a full answer"
+DATABASE_DOWN = ("the database does not answer, so this reply stops here rather than show text it cannot keep; "
+                 "what it wrote is kept and saved when the database is back")
 
 
 @dataclass(slots=True)
@@ -81,17 +83,11 @@ async def generate(rt: Runtime, live: LiveReply, backends: dict[str, Backend], c
 
 
 async def _conclude(rt: Runtime, live: LiveReply, progress: "_Progress", outcome: Outcome) -> None:
-    """Errors go out at once; ``done`` goes out once the reply is stored (or its save is known pending)."""
+    """The terminal event goes out at once; then the final state is saved (or kept in memory and
+    retried until the database takes it). Readers see the final state from this moment on."""
     values = {"content": live.text, "status": outcome.status, **progress.row, **outcome.values}
-    if outcome.event[0] == "error":
-        live.finish(outcome.event)
-        await rt.replies.save_final(live.message_id, **values)
-        return
-    if await rt.replies.save_final(live.message_id, **values):
-        live.finish(outcome.event)
-        return
-    live.finish(("error", {"code": "database_unavailable", "message": (
-        "the reply is complete but the database does not answer: Kynsey keeps it and saves it when the database is back")}))
+    live.finish(outcome.event)
+    await rt.replies.save_final(live.message_id, **values)
 
 
 @dataclass(slots=True)
@@ -186,7 +182,7 @@ async def _relay(rt: Runtime, live: LiveReply, attempt: Attempt, progress: _Prog
                     progress.ttft_ms = (progress.first_at - progress.started) * 1000
                 live.add(chunk.text)
                 rt.live.dirty.add(live.message_id)  # saved by the flusher (chat/persist.py)
-                progress.chunks += 1
+                progress.chunks += chunk.count
             if chunk.done:
                 final = chunk
                 break
@@ -207,6 +203,8 @@ def _cancelled(live: LiveReply, progress: _Progress) -> Outcome:
     if live.stop_reason == "stopped":
         figures = _figures(None, progress)
         return Outcome("stopped", ("error", {"code": "stopped", "message": STOPPED}), {**figures, "error": STOPPED})
+    if live.stop_reason == "database":
+        return _interrupted(progress, "database_unavailable", DATABASE_DOWN)
     return _interrupted(progress, "shutdown", SHUTDOWN)
 
 

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import asyncio
-import json
 from collections.abc import AsyncIterator
 
+import orjson
 from sqlalchemy.exc import SQLAlchemyError
 
 from kynsey.chat.live import Event, LiveReply
@@ -13,7 +13,7 @@ from kynsey.storage.models import Message
 
 
 def encode(name: str, data: dict) -> bytes:
-    return f"event: {name}\ndata: {json.dumps(data, separators=(',', ':'))}\n\n".encode()
+    return b"event: " + name.encode() + b"\ndata: " + orjson.dumps(data) + b"\n\n"
 
 
 async def stream_live(live: LiveReply) -> AsyncIterator[bytes]:

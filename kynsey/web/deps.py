@@ -49,10 +49,10 @@ async def current_user(request: Request, rt: RuntimeDep) -> User:
         scheme, _, token = header.partition(" ")
         if scheme.lower() != "bearer" or not token.strip():
             raise NotAuthenticated("the Authorization header must be 'Bearer <token>'")
-        return await rt.jobs.run(caller_by_token(token.strip()))
+        return await rt.jobs.read(caller_by_token(token.strip()))
     cookie = request.cookies.get(SESSION_COOKIE)
     if cookie:
-        user, csrf_token = await rt.jobs.run(caller_by_session(cookie))
+        user, csrf_token = await rt.jobs.read(caller_by_session(cookie))
         if request.method not in SAFE_METHODS and request.headers.get(CSRF_HEADER) != csrf_token:
             raise CsrfFailed("this request lacks the page's CSRF token; reload the page")
         request.state.csrf_token = csrf_token
