@@ -47,6 +47,7 @@ class Metrics:
         self.flag_enabled = Gauge("kynsey_flag_enabled", "Feature flag state (1 on/partial, 0 off)", ["flag"], registry=r)
         self.flag_percent = Gauge("kynsey_flag_rollout_percent", "Feature flag rollout percentage", ["flag"], registry=r)
         self.rollbacks = Counter("kynsey_rollbacks_total", "Automatic rollbacks by trigger", ["trigger"], registry=r)
+        self.logins = Counter("kynsey_logins_total", "Login attempts by result (ok, failed, rate_limited)", ["result"], registry=r)
 
     def switch(self, result: str, from_tier: str, to_tier: str, seconds: float) -> None:
         self.switches.labels(result, from_tier, to_tier).inc()
@@ -84,6 +85,9 @@ class Metrics:
 
     def rollback(self, trigger: str) -> None:
         self.rollbacks.labels(trigger).inc()
+
+    def login(self, result: str) -> None:
+        self.logins.labels(result).inc()
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

@@ -63,6 +63,22 @@ class RateLimiter:
             )
         return info
 
+    async def check(self, rate: str, scope: str, *keys: str) -> None:
+        """Raise RateLimited when ``keys`` used up ``rate``, counting nothing: login limits
+        count failures only, yet refuse the next attempt before its password is checked."""
+        item = self._parsed.get(rate) or self._parsed.setdefault(rate, parse(rate))
+        identifiers = (self.namespace, scope, *keys)
+        if await self._limiter.test(item, *identifiers):
+            return
+        stats = await self._limiter.get_window_stats(item, *identifiers)
+        reset = max(1, math.ceil(stats.reset_time - time.time()))
+        raise RateLimited(
+            f"too many {scope} requests: the limit is {rate}; try again in {reset} s",
+            retry_after=reset,
+            limit=rate,
+            headers=RateInfo(item.amount, 0, reset).headers(),
+        )
+
     async def aclose(self) -> None:
         close = getattr(self.storage, "aclose", None) or getattr(self.storage, "close", None)
         if close:
