@@ -6,6 +6,8 @@ import pytest
 from typer.testing import CliRunner
 
 from kynsey.cli import app
+from tests.conftest import OLLAMA_TIERS
+from tests.test_crash_recovery import free_port
 
 
 @pytest.fixture
@@ -13,6 +15,8 @@ def kynsey(db_url, tmp_path, monkeypatch, fake_ollama):
     monkeypatch.setenv("KYNSEY_DATABASE_URL", db_url)
     monkeypatch.setenv("KYNSEY_DATA_DIR", str(tmp_path))
     monkeypatch.setenv("OLLAMA_HOST", fake_ollama.url)
+    monkeypatch.setenv("KYNSEY_TIERS", str(OLLAMA_TIERS))
+    monkeypatch.setenv("KYNSEY_URL", f"http://127.0.0.1:{free_port()}")  # no server there: `tiers` probes from here
     runner = CliRunner()
 
     def run(*args: str, input: str | None = None):
@@ -23,7 +27,7 @@ def kynsey(db_url, tmp_path, monkeypatch, fake_ollama):
 
 def test_users_tokens_and_plans(kynsey):
     made = kynsey("user", "add", "alice", "--plan", "pro")
-    assert made.exit_code == 0 and "created user alice (plan pro)" in made.output
+    assert made.exit_code == 0 and "created user alice (plan pro, no password: API tokens only)" in made.output
     with_password = kynsey("user", "add", "bob", "--plan", "standard", "--admin", input="a long password\n")
     assert with_password.exit_code == 0 and "admin, with password" in with_password.output
     token = kynsey("user", "token", "alice")
