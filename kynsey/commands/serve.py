@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import errno
+import logging
 import socket
 from typing import TYPE_CHECKING
 
@@ -112,6 +113,11 @@ def serve(settings: Settings, host: str, port: int) -> None:
         sock.close()
         fail(str(exc), 2)
     setup_logging(settings.log_level, settings.log_format)
+    where = sock.getsockname()
+    logging.getLogger("kynsey").info(
+        "Kynsey serves http://%s:%d with catalog %s and database %s",
+        f"[{where[0]}]" if ":" in where[0] else where[0], where[1], catalog.source, database_hint(settings),
+    )
     config = uvicorn.Config(create_app(settings, runtime), log_config=None, access_log=False)
     server = uvicorn.Server(config)
     try:

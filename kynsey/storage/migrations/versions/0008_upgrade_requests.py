@@ -29,6 +29,7 @@ def upgrade() -> None:
         sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
         sa.Column("decided_at", sa.DateTime(timezone=True)),
         sa.Column("decided_by", sa.String(64)),
+        sqlite_autoincrement=True,  # ids are never reused: the audit log names requests by id
     )
     op.create_index("ix_upgrade_requests_user_id", "upgrade_requests", ["user_id"])
     op.create_index("ix_upgrade_requests_status", "upgrade_requests", ["status"])
