@@ -27,7 +27,9 @@ KYNSEY = Path(sys.executable).with_name("kynsey")
 def timed(command: list[str], env: dict[str, str]) -> tuple[float, float]:
     """Wall time and CPU time (user + system) of one run of ``command``."""
     started = time.perf_counter()
-    proc = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL
+    )
     _, status, usage = os.wait4(proc.pid, 0)
     elapsed = time.perf_counter() - started
     proc.returncode = os.waitstatus_to_exitcode(status)
@@ -39,8 +41,13 @@ def timed(command: list[str], env: dict[str, str]) -> tuple[float, float]:
 
 def measure(runs: int, env: dict[str, str]) -> dict[str, list[tuple[float, float]]]:
     for i in range(20):  # a few users to list
-        subprocess.run([str(KYNSEY), "user", "add", f"seed{i}", "--plan", "standard", "--no-password"], env=env, check=True,
-                       capture_output=True, stdin=subprocess.DEVNULL)
+        subprocess.run(
+            [str(KYNSEY), "user", "add", f"seed{i}", "--plan", "standard", "--no-password"],
+            env=env,
+            check=True,
+            capture_output=True,
+            stdin=subprocess.DEVNULL,
+        )
     subprocess.run([str(KYNSEY), "user", "token", "seed0"], env=env, check=True, capture_output=True)
     commands = {
         "python -c pass (floor)": lambda i: [sys.executable, "-c", "pass"],
@@ -80,9 +87,16 @@ def main() -> None:
         median = statistics.median(wall)
         if not name.startswith("python"):
             slowest = max(slowest, median)
-        rows.append((name, f"wall median {median * 1000:.0f} ms, p90 {percentile(wall, 90) * 1000:.0f} ms; "
-                           f"CPU median {statistics.median(cpu) * 1000:.0f} ms"))
-    rows.append((f"goal N7: every command < {GOAL_S} s (median)", "met" if slowest < GOAL_S else f"NOT met ({slowest:.2f} s)"))
+        rows.append(
+            (
+                name,
+                f"wall median {median * 1000:.0f} ms, p90 {percentile(wall, 90) * 1000:.0f} ms; "
+                f"CPU median {statistics.median(cpu) * 1000:.0f} ms",
+            )
+        )
+    rows.append(
+        (f"goal N7: every command < {GOAL_S} s (median)", "met" if slowest < GOAL_S else f"NOT met ({slowest:.2f} s)")
+    )
     report(rows)
 
 

@@ -43,7 +43,11 @@ def test_an_admin_creates_a_user_who_logs_in(server, admin):
     resp = admin.post("/api/admin/users", json={"name": "ann", "plan": "standard", "password": PASSWORD})
     assert resp.status_code == 201, resp.text
     assert {k: resp.json()[k] for k in ("name", "plan", "is_admin", "disabled", "tokens")} == {
-        "name": "ann", "plan": "standard", "is_admin": False, "disabled": False, "tokens": 0,
+        "name": "ann",
+        "plan": "standard",
+        "is_admin": False,
+        "disabled": False,
+        "tokens": 0,
     }
     _, resp = login(server, "ann")
     assert resp.status_code == 200 and resp.json()["user"]["name"] == "ann"
@@ -83,7 +87,9 @@ def test_a_reset_password_ends_sessions_and_the_old_one_stops_working(server, ad
     assert admin.put("/api/admin/users/ann/password", json={"password": "short"}).status_code == 422
 
 
-def test_disable_refuses_token_session_and_login_on_every_instance_until_enabled(start_server, fake_ollama, admin, server):
+def test_disable_refuses_token_session_and_login_on_every_instance_until_enabled(
+    start_server, fake_ollama, admin, server
+):
     other = start_server(ollama_host=fake_ollama.url)  # a second instance sharing the database
     token = server.add_user("ann", "standard", password=PASSWORD)
     page, _ = login(server, "ann")
@@ -98,7 +104,10 @@ def test_disable_refuses_token_session_and_login_on_every_instance_until_enabled
     assert login(other, "ann", "wrong password!")[1].json()["error"].get("reason") is None  # no hint to guessers
     admin.put("/api/admin/users/ann/disabled", json={"disabled": False})
     assert other.client(token).get("/api/auth/me").status_code == 200  # its tokens were kept
-    assert [e.action for e in audit(server, "user_disable") + audit(server, "user_enable")] == ["user_disable", "user_enable"]
+    assert [e.action for e in audit(server, "user_disable") + audit(server, "user_enable")] == [
+        "user_disable",
+        "user_enable",
+    ]
 
 
 def test_admin_role_on_and_off_and_the_last_admin_stays(server, admin):
@@ -115,7 +124,10 @@ def test_admin_role_on_and_off_and_the_last_admin_stays(server, admin):
     ):
         resp = admin.request(method, path, json=body)
         assert resp.status_code == 409 and "last enabled admin" in resp.json()["error"]["message"], path
-    assert [e.details for e in audit(server, "user_admin")] == ['{"from": false, "to": true}', '{"from": true, "to": false}']
+    assert [e.details for e in audit(server, "user_admin")] == [
+        '{"from": false, "to": true}',
+        '{"from": true, "to": false}',
+    ]
 
 
 def test_tokens_are_listed_and_a_revoked_one_fails_at_once(server, admin):
@@ -189,6 +201,7 @@ def test_login_runs_argon2_off_the_event_loop(server, monkeypatch):
     threads = []
     real = secrets.verify_password
     monkeypatch.setattr(secrets, "verify_password", lambda *a: threads.append(threading.current_thread()) or real(*a))
+
     async def which(rt):
         return threading.current_thread()
 
@@ -224,8 +237,14 @@ def test_a_catalog_reload_that_drops_a_plan_in_use_is_refused_naming_it(start_se
     server = start_server(ollama_host=fake_ollama.url, tiers=path)
     admin = server.client(server.add_user("root", "standard", admin=True))
     server.add_user("alice", "pro")
-    no_pro = OLLAMA_TIERS.read_text().replace('[plans.pro]\ndisplay_name = "Pro"\ngrants = ["standard", "pro", "code"]', "")
-    path.write_text(no_pro.replace('requires = "pro"', 'requires = "standard"').replace('requires = "code"', 'requires = "standard"'))
+    no_pro = OLLAMA_TIERS.read_text().replace(
+        '[plans.pro]\ndisplay_name = "Pro"\ngrants = ["standard", "pro", "code"]', ""
+    )
+    path.write_text(
+        no_pro.replace('requires = "pro"', 'requires = "standard"').replace(
+            'requires = "code"', 'requires = "standard"'
+        )
+    )
     resp = admin.post("/api/admin/catalog/reload")
     error = resp.json()["error"]
     assert resp.status_code == 422 and error["field"] == "plans", resp.text

@@ -58,13 +58,23 @@ def test_the_readme_first_steps_work_as_written(start_server, db_url, tmp_path, 
     outputs = []
     for command in first_steps():
         command = command.replace(".venv/bin/kynsey", f"{sys.executable} -m kynsey.cli")
-        done = subprocess.run(["bash", "-c", command], env=env, cwd=ROOT, capture_output=True, text=True, timeout=60,
-                              stdin=subprocess.DEVNULL)
+        done = subprocess.run(
+            ["bash", "-c", command],
+            env=env,
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            stdin=subprocess.DEVNULL,
+        )
         assert done.returncode == 0, (command, done.stderr)
         outputs.append(done.stdout)
     token = next(out.strip() for out in outputs if out.startswith("ky_"))
     tiers = outputs[-1]
-    assert tiers.startswith(f"catalog {catalog or '<built-in default_tiers.toml>'}") and f"served by the Kynsey at {server.url}" in tiers
+    assert (
+        tiers.startswith(f"catalog {catalog or '<built-in default_tiers.toml>'}")
+        and f"served by the Kynsey at {server.url}" in tiers
+    )
     bob = server.client()
     assert bob.post("/api/auth/login", json={"name": "bob", "password": "a long password"}).status_code == 200
     assert bob.get("/api/admin/users").status_code == 200  # bob is the admin
@@ -75,7 +85,9 @@ def test_the_readme_first_steps_work_as_written(start_server, db_url, tmp_path, 
 def test_without_the_local_extra_the_local_tier_is_shown_unavailable_and_the_service_starts(tmp_path):
     blocked = tmp_path / "blocked"
     blocked.mkdir()
-    (blocked / "llama_cpp.py").write_text('raise ImportError("No module named \'llama_cpp\' (simulated: the local extra is not installed)")\n')
+    (blocked / "llama_cpp.py").write_text(
+        "raise ImportError(\"No module named 'llama_cpp' (simulated: the local extra is not installed)\")\n"
+    )
     env = {
         **os.environ,
         "PYTHONPATH": os.pathsep.join([str(blocked), str(ROOT)]),
@@ -84,8 +96,14 @@ def test_without_the_local_extra_the_local_tier_is_shown_unavailable_and_the_ser
         "KYNSEY_LOG_FORMAT": "text",
     }
     env.pop("KYNSEY_TIERS", None)
-    done = subprocess.run([sys.executable, "-m", "kynsey.cli", "tiers", "--local"], env=env, capture_output=True, text=True,
-                          timeout=60, stdin=subprocess.DEVNULL)
+    done = subprocess.run(
+        [sys.executable, "-m", "kynsey.cli", "tiers", "--local"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        stdin=subprocess.DEVNULL,
+    )
     assert done.returncode == 0, done.stderr
     local = next(line for line in done.stdout.splitlines() if line.startswith("local "))
     assert "unreachable" in local and "pip install 'kynsey[local]'" in local, done.stdout

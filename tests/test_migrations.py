@@ -23,18 +23,20 @@ async def _execute(url: str, *statements: str) -> list:
         await engine.dispose()
 
 
+def _back_to(database_url: str, revision: str, *inserts: str) -> None:
+    """Take the run's database back to ``revision``, holding only the users and tokens ``inserts`` add."""
+    downgrade(database_url, revision)
+    asyncio.run(_execute(database_url, "DELETE FROM api_tokens", "DELETE FROM users", *inserts))
+
+
 def test_existing_users_are_mapped_to_standard(database_url):
     # Work on the run's database: take it back to before plans existed, add users, upgrade.
-    downgrade(database_url, "0001_initial_users")
     try:
-        asyncio.run(
-            _execute(
-                database_url,
-                "DELETE FROM api_tokens",
-                "DELETE FROM users",
-                "INSERT INTO users (name, password_hash, is_admin, created_at) VALUES "
-                "('old-ann', NULL, false, CURRENT_TIMESTAMP), ('old-bob', NULL, true, CURRENT_TIMESTAMP)",
-            )
+        _back_to(
+            database_url,
+            "0001_initial_users",
+            "INSERT INTO users (name, password_hash, is_admin, created_at) VALUES "
+            "('old-ann', NULL, false, CURRENT_TIMESTAMP), ('old-bob', NULL, true, CURRENT_TIMESTAMP)",
         )
         upgrade(database_url, "0002_user_plan")
         rows = asyncio.run(_execute(database_url, "SELECT name, plan FROM users ORDER BY name"))
@@ -48,18 +50,14 @@ def test_existing_users_are_mapped_to_standard(database_url):
 
 def test_account_lifecycle_migration_keeps_tokens_working_and_never_reuses_their_ids(database_url):
     """0007 adds token names, last use and expiry, and disabled accounts; old tokens keep working."""
-    downgrade(database_url, "0006_audit_tier_width")
     try:
-        asyncio.run(
-            _execute(
-                database_url,
-                "DELETE FROM api_tokens",
-                "DELETE FROM users",
-                "INSERT INTO users (name, password_hash, is_admin, created_at, plan) VALUES "
-                "('old-ann', NULL, false, CURRENT_TIMESTAMP, 'standard')",
-                "INSERT INTO api_tokens (user_id, token_hash, created_at) "
-                "SELECT id, 'digest-1', CURRENT_TIMESTAMP FROM users WHERE name = 'old-ann'",
-            )
+        _back_to(
+            database_url,
+            "0006_audit_tier_width",
+            "INSERT INTO users (name, password_hash, is_admin, created_at, plan) VALUES "
+            "('old-ann', NULL, false, CURRENT_TIMESTAMP, 'standard')",
+            "INSERT INTO api_tokens (user_id, token_hash, created_at) "
+            "SELECT id, 'digest-1', CURRENT_TIMESTAMP FROM users WHERE name = 'old-ann'",
         )
         upgrade(database_url)
         rows = asyncio.run(

@@ -33,7 +33,11 @@ def env_for(tmp_path, **extra: str) -> dict[str, str]:
 
 def serve_fails(env: dict, *args: str) -> subprocess.CompletedProcess:
     done = subprocess.run(
-        [sys.executable, "-m", "kynsey.cli", "serve", *args], env=env, capture_output=True, text=True, timeout=60,
+        [sys.executable, "-m", "kynsey.cli", "serve", *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
         stdin=subprocess.DEVNULL,
     )
     assert done.returncode in (1, 2), (done.returncode, done.stderr)
@@ -48,14 +52,21 @@ def test_a_port_in_use_is_an_error_before_anything_starts(tmp_path):
         port = taken.getsockname()[1]
         done = serve_fails(env_for(tmp_path), "--port", str(port))
     assert done.returncode == 1
-    assert done.stderr.startswith(f"error: cannot listen on 127.0.0.1:{port}: Address already in use (the port is in use")
+    assert done.stderr.startswith(
+        f"error: cannot listen on 127.0.0.1:{port}: Address already in use (the port is in use"
+    )
 
 
 @pytest.mark.parametrize(
     "setting, value, code, words",
     [
         ("KYNSEY_DATABASE_URL", "nosuchdb://somewhere/kynsey", 2, "error: bad KYNSEY_DATABASE_URL"),
-        ("KYNSEY_DATABASE_URL", "postgresql+asyncpg://kynsey:secret@127.0.0.1:{port}/kynsey", 1, "error: the database does not answer"),
+        (
+            "KYNSEY_DATABASE_URL",
+            "postgresql+asyncpg://kynsey:secret@127.0.0.1:{port}/kynsey",
+            1,
+            "error: the database does not answer",
+        ),
         ("KYNSEY_REDIS_URL", "redis://127.0.0.1:{port}/0", 1, "error: Redis does not answer at KYNSEY_REDIS_URL"),
         ("KYNSEY_TIERS", "{tmp}/missing.toml", 2, "error: {tmp}/missing.toml: cannot read the file"),
         ("KYNSEY_SWITCH_RATE_LIMIT", "lots", 2, "error: bad setting switch_rate_limit"),
@@ -70,8 +81,13 @@ def test_start_up_failures_are_one_clear_line(tmp_path, setting, value, code, wo
 
 def test_a_catalog_that_lacks_a_plan_users_are_on_does_not_start(db_url, tmp_path):
     env = env_for(tmp_path, KYNSEY_DATABASE_URL=db_url)
-    made = subprocess.run([sys.executable, "-m", "kynsey.cli", "user", "add", "alice", "--plan", "pro", "--no-password"],
-                          env=env, capture_output=True, text=True, timeout=60)
+    made = subprocess.run(
+        [sys.executable, "-m", "kynsey.cli", "user", "add", "alice", "--plan", "pro", "--no-password"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert made.returncode == 0, made.stderr
     gold = tmp_path / "gold.toml"
     gold.write_text(OLLAMA_TIERS.read_text().replace("[plans.pro]", "[plans.gold]"))
@@ -82,8 +98,13 @@ def test_a_catalog_that_lacks_a_plan_users_are_on_does_not_start(db_url, tmp_pat
 def run_briefly(env: dict) -> str:
     """Start `kynsey serve`, wait until it answers, stop it with SIGTERM; its standard error."""
     port = free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "kynsey.cli", "serve", "--port", str(port)], env=env,
-                            stderr=subprocess.PIPE, stdin=subprocess.DEVNULL, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "kynsey.cli", "serve", "--port", str(port)],
+        env=env,
+        stderr=subprocess.PIPE,
+        stdin=subprocess.DEVNULL,
+        text=True,
+    )
     try:
         for _ in range(400):
             assert proc.poll() is None, proc.stderr.read()

@@ -14,7 +14,9 @@ FIELDS = {"id", "plan", "status", "note", "created_at", "decided_at", "decided_b
 def audit_actions(server) -> list[tuple[str, str, str]]:
     async def work(rt):
         async with rt.sessions() as db:
-            rows = await db.scalars(select(AuditEntry).where(AuditEntry.action.like("upgrade_%")).order_by(AuditEntry.id))
+            rows = await db.scalars(
+                select(AuditEntry).where(AuditEntry.action.like("upgrade_%")).order_by(AuditEntry.id)
+            )
             return [(e.action, e.actor, e.result) for e in rows]
 
     return server.call(work)
@@ -29,7 +31,11 @@ def test_a_user_asks_and_an_admin_approves_which_changes_the_plan(server):
     made = resp.json()
     assert set(made) == FIELDS
     assert (made["plan"], made["status"], made["note"], made["decided_at"], made["decided_by"]) == (
-        "pro", "pending", "for the code tier", None, None,
+        "pro",
+        "pending",
+        "for the code tier",
+        None,
+        None,
     )
     again = sam.post("/api/upgrade-requests", json={"plan": "pro"})
     assert again.status_code == 409 and again.json()["error"]["code"] == "conflict"
@@ -43,7 +49,8 @@ def test_a_user_asks_and_an_admin_approves_which_changes_the_plan(server):
     mine = sam.get("/api/upgrade-requests").json()["requests"]
     assert [(r["status"], r["decided_by"]) for r in mine] == [("approved", "root")] and "user" not in mine[0]
     assert audit_actions(server) == [
-        ("upgrade_request", "sam", "pending"), ("upgrade_approve", "root", "approved"),
+        ("upgrade_request", "sam", "pending"),
+        ("upgrade_approve", "root", "approved"),
     ]
 
 
@@ -58,7 +65,9 @@ def test_a_declined_request_leaves_the_plan_and_a_new_one_may_follow(server):
     assert second.status_code == 201
     assert [r["status"] for r in sam.get("/api/upgrade-requests").json()["requests"]] == ["pending", "declined"]
     assert [r["status"] for r in admin.get("/api/admin/upgrade-requests").json()["requests"]] == ["pending", "declined"]
-    assert [r["id"] for r in admin.get("/api/admin/upgrade-requests", params={"status": "declined"}).json()["requests"]] == [first]
+    assert [
+        r["id"] for r in admin.get("/api/admin/upgrade-requests", params={"status": "declined"}).json()["requests"]
+    ] == [first]
     assert audit_actions(server)[1] == ("upgrade_decline", "root", "declined")
 
 
@@ -84,6 +93,8 @@ def test_bad_requests_are_clear_errors(server):
 def test_two_requests_at_once_store_one(server):
     sam = server.client(server.add_user("sam", "standard"))
     with concurrent.futures.ThreadPoolExecutor(4) as pool:
-        codes = sorted(pool.map(lambda _: sam.post("/api/upgrade-requests", json={"plan": "pro"}).status_code, range(4)))
+        codes = sorted(
+            pool.map(lambda _: sam.post("/api/upgrade-requests", json={"plan": "pro"}).status_code, range(4))
+        )
     assert codes == [201, 409, 409, 409]
     assert len(sam.get("/api/upgrade-requests").json()["requests"]) == 1

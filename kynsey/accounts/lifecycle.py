@@ -43,18 +43,27 @@ class Removed:
 
 
 async def _audit(db: AsyncSession, action: str, user: User, actor: str, request_id: str | None, **details) -> None:
-    await append(db, AuditRecord(actor=actor, action=action, subject=user.name, result="ok", request_id=request_id, details=details or None))
+    await append(
+        db,
+        AuditRecord(
+            actor=actor, action=action, subject=user.name, result="ok", request_id=request_id, details=details or None
+        ),
+    )
 
 
 async def _keep_an_admin(db: AsyncSession, user: User, doing: str) -> None:
     if not user.is_admin or user.disabled_at is not None:
         return
-    admins = await db.scalar(select(func.count()).select_from(User).where(User.is_admin.is_(True), User.disabled_at.is_(None)))
+    admins = await db.scalar(
+        select(func.count()).select_from(User).where(User.is_admin.is_(True), User.disabled_at.is_(None))
+    )
     if admins <= 1:
         raise Conflict(f"'{user.name}' is the last enabled admin; make another user admin before you {doing} them")
 
 
-async def set_password(db: AsyncSession, name: str, password: str, *, actor: str, request_id: str | None = None) -> Removed:
+async def set_password(
+    db: AsyncSession, name: str, password: str, *, actor: str, request_id: str | None = None
+) -> Removed:
     """Set (or reset) ``name``'s password; their browser sessions end."""
     user = await get_user(db, name)
     user.password_hash = await hash_password_off_loop(check_password(password))
@@ -63,7 +72,9 @@ async def set_password(db: AsyncSession, name: str, password: str, *, actor: str
     return removed
 
 
-async def set_disabled(db: AsyncSession, name: str, disabled: bool, *, actor: str, request_id: str | None = None) -> User:
+async def set_disabled(
+    db: AsyncSession, name: str, disabled: bool, *, actor: str, request_id: str | None = None
+) -> User:
     """Disable (no login, no token, no session) or enable ``name``."""
     user = await get_user(db, name)
     if disabled == (user.disabled_at is not None):
@@ -75,7 +86,14 @@ async def set_disabled(db: AsyncSession, name: str, disabled: bool, *, actor: st
         sessions = await end_sessions(db, user)
     else:
         user.disabled_at = None
-    await _audit(db, "user_disable" if disabled else "user_enable", user, actor, request_id, **({"sessions_ended": sessions} if disabled else {}))
+    await _audit(
+        db,
+        "user_disable" if disabled else "user_enable",
+        user,
+        actor,
+        request_id,
+        **({"sessions_ended": sessions} if disabled else {}),
+    )
     return user
 
 
@@ -97,7 +115,9 @@ async def log_out_everywhere(
     """End every browser session of ``name``; with ``tokens``, revoke all their API tokens too."""
     user = await get_user(db, name)
     removed = Removed(sessions=await end_sessions(db, user), tokens=await delete_all_tokens(db, user) if tokens else 0)
-    await _audit(db, "user_logout_all", user, actor, request_id, sessions_ended=removed.sessions, tokens_revoked=removed.tokens)
+    await _audit(
+        db, "user_logout_all", user, actor, request_id, sessions_ended=removed.sessions, tokens_revoked=removed.tokens
+    )
     return removed
 
 
@@ -105,15 +125,26 @@ async def delete_user(db: AsyncSession, name: str, *, actor: str, request_id: st
     """Remove ``name`` and everything that is theirs; the audit log keeps naming them."""
     user = await get_user(db, name)
     await _keep_an_admin(db, user, "delete")
-    conversations = await db.scalar(select(func.count()).select_from(Conversation).where(Conversation.user_id == user.id))
+    conversations = await db.scalar(
+        select(func.count()).select_from(Conversation).where(Conversation.user_id == user.id)
+    )
     # Counted first, removed by the cascade with the user row.
     removed = Removed(
-        sessions=await end_sessions(db, user), tokens=await delete_all_tokens(db, user), conversations=conversations or 0
+        sessions=await end_sessions(db, user),
+        tokens=await delete_all_tokens(db, user),
+        conversations=conversations or 0,
     )
     await db.delete(user)
     await db.flush()
     await _audit(
-        db, "user_delete", user, actor, request_id,
-        plan=user.plan, admin=user.is_admin, conversations_deleted=removed.conversations, tokens_revoked=removed.tokens,
+        db,
+        "user_delete",
+        user,
+        actor,
+        request_id,
+        plan=user.plan,
+        admin=user.is_admin,
+        conversations_deleted=removed.conversations,
+        tokens_revoked=removed.tokens,
     )
     return removed

@@ -26,8 +26,20 @@ from kynsey.errors import CatalogError, Conflict, InvalidRequest, NotFound
 from kynsey.storage.models import User
 
 __all__ = [
-    "change_plan", "check_catalog_keeps_plans", "check_name", "check_password", "check_plan", "create_user", "get_user",
-    "issue_token", "list_users", "login", "logout", "plans_in_use", "session_user", "user_for_token",
+    "change_plan",
+    "check_catalog_keeps_plans",
+    "check_name",
+    "check_password",
+    "check_plan",
+    "create_user",
+    "get_user",
+    "issue_token",
+    "list_users",
+    "login",
+    "logout",
+    "plans_in_use",
+    "session_user",
+    "user_for_token",
 ]
 
 # fullmatch, never match with '$': '$' also matches before a final newline ("mallory\n").
@@ -38,7 +50,9 @@ MAX_PASSWORD = 1024
 
 def check_name(name: str) -> str:
     if not NAME_RE.fullmatch(name):
-        raise InvalidRequest("a user name is 1-64 letters, digits, '.', '_' or '-', starting with a letter or digit", field="name")
+        raise InvalidRequest(
+            "a user name is 1-64 letters, digits, '.', '_' or '-', starting with a letter or digit", field="name"
+        )
     return name
 
 
@@ -91,11 +105,16 @@ async def create_user(
         await db.rollback()
         raise Conflict(f"a user named '{name}' already exists") from exc
     details = {"plan": plan, "admin": admin, "password": password is not None}
-    await append(db, AuditRecord(actor=actor, action="user_add", subject=name, result="ok", request_id=request_id, details=details))
+    await append(
+        db,
+        AuditRecord(actor=actor, action="user_add", subject=name, result="ok", request_id=request_id, details=details),
+    )
     return user
 
 
-async def change_plan(db: AsyncSession, catalog: Catalog, name: str, plan: str, *, actor: str, request_id: str | None = None) -> str:
+async def change_plan(
+    db: AsyncSession, catalog: Catalog, name: str, plan: str, *, actor: str, request_id: str | None = None
+) -> str:
     """Set ``name``'s plan and audit it; returns the old plan."""
     check_plan(catalog, plan)
     user = await get_user(db, name)
@@ -103,7 +122,14 @@ async def change_plan(db: AsyncSession, catalog: Catalog, name: str, plan: str, 
     user.plan = plan
     await append(
         db,
-        AuditRecord(actor=actor, action="plan_change", subject=name, result="ok", request_id=request_id, details={"from": old, "to": plan}),
+        AuditRecord(
+            actor=actor,
+            action="plan_change",
+            subject=name,
+            result="ok",
+            request_id=request_id,
+            details={"from": old, "to": plan},
+        ),
     )
     return old
 

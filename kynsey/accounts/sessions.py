@@ -85,8 +85,13 @@ async def login(
     ok = await verify_password_off_loop(user.password_hash if user else None, password) and user is not None
     reason = None if ok and user.disabled_at is None else (DISABLED if ok else WRONG)
     audit = AuditRecord(
-        actor=name, action="login", subject=name, result="failed" if reason else "ok", reason=reason,
-        request_id=request_id, details={"address": address},
+        actor=name,
+        action="login",
+        subject=name,
+        result="failed" if reason else "ok",
+        reason=reason,
+        request_id=request_id,
+        details={"address": address},
     )
     if reason:
         await guard.failed(name, address)

@@ -75,7 +75,12 @@ async def issue_token(
     db.add(row)
     await db.flush()
     details = {"token_id": row.id, "name": name, "expires_at": iso_utc(expires_at)}
-    await append(db, AuditRecord(actor=actor, action="token_issue", subject=user.name, result="ok", request_id=request_id, details=details))
+    await append(
+        db,
+        AuditRecord(
+            actor=actor, action="token_issue", subject=user.name, result="ok", request_id=request_id, details=details
+        ),
+    )
     return token
 
 
@@ -94,13 +99,20 @@ async def revoke_token(
     db: AsyncSession, token_id: int, *, actor: str, owner: str | None = None, request_id: str | None = None
 ) -> TokenInfo:
     """Delete one token (audited ``token_revoke``); ``owner``, when given, must own it."""
-    row = (await db.execute(select(ApiToken, User).join(User, User.id == ApiToken.user_id).where(ApiToken.id == token_id))).first()
+    row = (
+        await db.execute(select(ApiToken, User).join(User, User.id == ApiToken.user_id).where(ApiToken.id == token_id))
+    ).first()
     if row is None or (owner is not None and row[1].name != owner):
         raise NotFound(f"no API token with id {token_id}" + (f" for user '{owner}'" if owner else ""))
     info = _info(*row)
     await db.delete(row[0])
     details = {"token_id": token_id, "name": info.name}
-    await append(db, AuditRecord(actor=actor, action="token_revoke", subject=info.user, result="ok", request_id=request_id, details=details))
+    await append(
+        db,
+        AuditRecord(
+            actor=actor, action="token_revoke", subject=info.user, result="ok", request_id=request_id, details=details
+        ),
+    )
     return info
 
 
@@ -112,7 +124,11 @@ async def delete_all_tokens(db: AsyncSession, user: User) -> int:
 
 async def user_for_token(db: AsyncSession, token: str) -> User:
     row = (
-        await db.execute(select(User, ApiToken).join(ApiToken, ApiToken.user_id == User.id).where(ApiToken.token_hash == token_digest(token)))
+        await db.execute(
+            select(User, ApiToken)
+            .join(ApiToken, ApiToken.user_id == User.id)
+            .where(ApiToken.token_hash == token_digest(token))
+        )
     ).first()
     if row is None:
         raise NotAuthenticated("the API token is not valid")

@@ -54,7 +54,17 @@ async def request_upgrade(
         await db.rollback()
         raise Conflict("you already have a pending upgrade request; an admin will answer it") from exc
     details = {"request": request.id, "from": user.plan, "to": plan}
-    await append(db, AuditRecord(actor=user.name, action="upgrade_request", subject=user.name, result="pending", request_id=request_id, details=details))
+    await append(
+        db,
+        AuditRecord(
+            actor=user.name,
+            action="upgrade_request",
+            subject=user.name,
+            result="pending",
+            request_id=request_id,
+            details=details,
+        ),
+    )
     return request
 
 
@@ -63,7 +73,9 @@ async def own_requests(db: AsyncSession, user: User) -> list[UpgradeRequest]:
     return list(await db.scalars(stmt))
 
 
-async def all_requests(db: AsyncSession, status: str | None = None, limit: int = 200) -> list[tuple[UpgradeRequest, str]]:
+async def all_requests(
+    db: AsyncSession, status: str | None = None, limit: int = 200
+) -> list[tuple[UpgradeRequest, str]]:
     """Requests with their user's name, newest first; ``status`` filters."""
     stmt = select(UpgradeRequest, User.name).join(User, User.id == UpgradeRequest.user_id)
     if status is not None:
@@ -73,7 +85,13 @@ async def all_requests(db: AsyncSession, status: str | None = None, limit: int =
 
 
 async def _pending(db: AsyncSession, request_id: int) -> tuple[UpgradeRequest, User]:
-    row = (await db.execute(select(UpgradeRequest, User).join(User, User.id == UpgradeRequest.user_id).where(UpgradeRequest.id == request_id))).first()
+    row = (
+        await db.execute(
+            select(UpgradeRequest, User)
+            .join(User, User.id == UpgradeRequest.user_id)
+            .where(UpgradeRequest.id == request_id)
+        )
+    ).first()
     if row is None:
         raise NotFound(f"no upgrade request with id {request_id}")
     if row[0].status != "pending":
@@ -94,5 +112,10 @@ async def decide(
     request.decided_at, request.decided_by = datetime.now(UTC), actor
     details = {"request": request.id, "from": old_plan, "to": request.plan}
     action = "upgrade_approve" if approve else "upgrade_decline"
-    await append(db, AuditRecord(actor=actor, action=action, subject=user.name, result=request.status, request_id=audit_id, details=details))
+    await append(
+        db,
+        AuditRecord(
+            actor=actor, action=action, subject=user.name, result=request.status, request_id=audit_id, details=details
+        ),
+    )
     return request, user.name

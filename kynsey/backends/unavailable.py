@@ -24,7 +24,9 @@ class UnavailableBackend(Backend):
         self.snapshot = self._snapshot()
 
     def _snapshot(self) -> BackendSnapshot:
-        return BackendSnapshot(self.name, self.kind, (HostSnapshot(f"{self.kind}://{self.name}", False, error=self.reason),))
+        return BackendSnapshot(
+            self.name, self.kind, (HostSnapshot(f"{self.kind}://{self.name}", False, error=self.reason),)
+        )
 
     def _refuse(self) -> BackendUnreachable:
         return BackendUnreachable(f"backend '{self.name}' is not available: {self.reason}")

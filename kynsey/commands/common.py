@@ -87,7 +87,7 @@ def with_db(
     except KynseyError as exc:
         fail(exc.message)
     except (SQLAlchemyError, OSError) as exc:
-        fail(f"the database does not answer ({database_hint(settings)}): {type(exc).__name__}: {str(exc).splitlines()[0][:300]}")
+        fail(database_failure(settings, exc))
 
 
 def in_session(
@@ -100,6 +100,11 @@ def in_session(
             return await call(session, db)
 
     return with_db(settings, work, catalog=catalog, migrate=migrate)
+
+
+def database_failure(settings: Settings, exc: Exception) -> str:
+    first_line = (str(exc).splitlines() or [""])[0][:300]
+    return f"the database does not answer ({database_hint(settings)}): {type(exc).__name__}: {first_line}"
 
 
 def database_hint(settings: Settings) -> str:

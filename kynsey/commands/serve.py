@@ -18,7 +18,7 @@ import logging
 import socket
 from typing import TYPE_CHECKING
 
-from kynsey.commands.common import database_hint, fail, load_catalog_or_fail
+from kynsey.commands.common import database_failure, database_hint, fail, load_catalog_or_fail
 from kynsey.errors import CatalogError
 from kynsey.settings import Settings
 
@@ -57,7 +57,7 @@ def check_database(settings: Settings, catalog: Catalog) -> None:
     except CatalogError as exc:
         fail(str(exc), 2)
     except (SQLAlchemyError, OSError) as exc:
-        fail(f"the database does not answer ({database_hint(settings)}): {type(exc).__name__}: {str(exc).splitlines()[0][:300]}")
+        fail(database_failure(settings, exc))
 
 
 def check_redis(settings: Settings) -> None:
@@ -67,7 +67,9 @@ def check_redis(settings: Settings) -> None:
     from redis.exceptions import RedisError
 
     async def ping() -> None:
-        client = Redis.from_url(settings.redis_url, socket_connect_timeout=REDIS_CHECK_TIMEOUT, socket_timeout=REDIS_CHECK_TIMEOUT)
+        client = Redis.from_url(
+            settings.redis_url, socket_connect_timeout=REDIS_CHECK_TIMEOUT, socket_timeout=REDIS_CHECK_TIMEOUT
+        )
         try:
             await client.ping()
         finally:
@@ -116,7 +118,10 @@ def serve(settings: Settings, host: str, port: int) -> None:
     where = sock.getsockname()
     logging.getLogger("kynsey").info(
         "Kynsey serves http://%s:%d with catalog %s and database %s",
-        f"[{where[0]}]" if ":" in where[0] else where[0], where[1], catalog.source, database_hint(settings),
+        f"[{where[0]}]" if ":" in where[0] else where[0],
+        where[1],
+        catalog.source,
+        database_hint(settings),
     )
     config = uvicorn.Config(create_app(settings, runtime), log_config=None, access_log=False)
     server = uvicorn.Server(config)

@@ -29,14 +29,18 @@ def ask_server(url: str, token: str | None) -> dict[str, Any] | None:
     headers = {"Authorization": f"Bearer {token}"} if token else {}
     try:
         resp = httpx.get(
-            url.rstrip("/") + "/api/catalog/status", headers=headers, timeout=httpx.Timeout(READ_TIMEOUT, connect=CONNECT_TIMEOUT)
+            url.rstrip("/") + "/api/catalog/status",
+            headers=headers,
+            timeout=httpx.Timeout(READ_TIMEOUT, connect=CONNECT_TIMEOUT),
         )
     except (httpx.ConnectError, httpx.ConnectTimeout):
         return None
     except httpx.HTTPError as exc:
         fail(f"the server at {url} did not answer properly: {type(exc).__name__}: {exc}")
     if resp.status_code == 401:
-        fail(f"the server at {url} refused the API token (KYNSEY_API_TOKEN / --token): {resp.json()['error']['message']}")
+        fail(
+            f"the server at {url} refused the API token (KYNSEY_API_TOKEN / --token): {resp.json()['error']['message']}"
+        )
     if resp.status_code != 200 or "tiers" not in (body := resp.json()):
         fail(f"{url} answered HTTP {resp.status_code} to /api/catalog/status: is it a Kynsey of this version?")
     return body
@@ -77,7 +81,8 @@ def show(view: dict[str, Any], origin: str) -> None:
     echo = typer.echo
     echo(f"catalog {view['source']}, default tier {view['default_tier']}: {origin}")
     plans = [
-        f"{p['plan']} ({', '.join(p['grants'])}" + (f"; {p['users']} user(s))" if "users" in p else ")") for p in view["plans"]
+        f"{p['plan']} ({', '.join(p['grants'])}" + (f"; {p['users']} user(s))" if "users" in p else ")")
+        for p in view["plans"]
     ]
     echo(f"plans: {'; '.join(plans)}")
     for backend in view["backends"]:
@@ -85,7 +90,11 @@ def show(view: dict[str, Any], origin: str) -> None:
         if hosts is None:
             echo(f"backend {backend['name']} ({backend['kind']}): {'up' if backend['reachable'] else 'DOWN'}")
         for host in hosts or []:
-            state = f"up, version {host['version']}, {host['latency_ms']} ms" if host["reachable"] else f"DOWN: {host['error']}"
+            state = (
+                f"up, version {host['version']}, {host['latency_ms']} ms"
+                if host["reachable"]
+                else f"DOWN: {host['error']}"
+            )
             echo(f"backend {backend['name']} ({backend['kind']}) {host['url']}: {state}")
     echo(f"{'TIER':10} {'NAME':12} {'MODEL':32} {'STATUS':12} {'SIZE':>10}  DETAIL")
     for tier in view["tiers"]:
@@ -94,17 +103,21 @@ def show(view: dict[str, Any], origin: str) -> None:
         if tier.get("file"):
             detail = f"{tier['file']} ({'loaded' if tier['loaded'] else 'not loaded'})"
         fallback = f"; falls back to {', '.join(tier['fallback'])}" if tier["fallback"] else ""
-        echo(f"{tier['tier']:10} {tier['display_name']:12} {tier['model']:32} {tier['status']:12} {size:>10}  {detail}{fallback}")
+        echo(
+            f"{tier['tier']:10} {tier['display_name']:12} {tier['model']:32} {tier['status']:12} {size:>10}  {detail}{fallback}"
+        )
     for plan, names in (view.get("users_on_missing_plans") or {}).items():
-        echo(f"WARNING: this catalog lacks plan '{plan}', which {len(names)} user(s) are on ({', '.join(names[:10])}): "
-             "Kynsey refuses to run or reload it until they are moved (kynsey user plan NAME PLAN)")
+        echo(
+            f"WARNING: this catalog lacks plan '{plan}', which {len(names)} user(s) are on ({', '.join(names[:10])}): "
+            "Kynsey refuses to run or reload it until they are moved (kynsey user plan NAME PLAN)"
+        )
     if not view["detail"]:
-        echo("(backend hosts and status reasons are shown to admins: pass an admin's token with --token or KYNSEY_API_TOKEN)")
+        echo(
+            "(backend hosts and status reasons are shown to admins: pass an admin's token with --token or KYNSEY_API_TOKEN)"
+        )
 
 
-def tiers_command(
-    tiers: Path | None, url: str | None, token: str | None, local: bool
-) -> None:
+def tiers_command(tiers: Path | None, url: str | None, token: str | None, local: bool) -> None:
     settings = load_settings(tiers=tiers, url=url, api_token=token)
     if tiers is None and not local:
         view = ask_server(settings.url, settings.api_token)

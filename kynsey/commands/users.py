@@ -22,7 +22,9 @@ from kynsey.commands.common import (
 )
 from kynsey.errors import KynseyError
 
-user_app = typer.Typer(help="Users: create, plans, passwords, disable, delete, admin role, API tokens.", no_args_is_help=True)
+user_app = typer.Typer(
+    help="Users: create, plans, passwords, disable, delete, admin role, API tokens.", no_args_is_help=True
+)
 token_app = typer.Typer(help="API tokens: list a user's, revoke one.", no_args_is_help=True)
 
 Name = Annotated[str, typer.Argument(help="The user's name.")]
@@ -37,7 +39,9 @@ def user_add(
     name: Name,
     plan: Annotated[str, typer.Option(help="Plan from the catalog (e.g. standard, pro).")],
     admin: Annotated[bool, typer.Option("--admin", help="Give the user the admin role.")] = False,
-    no_password: Annotated[bool, typer.Option("--no-password", help="No password: the user signs in with API tokens only.")] = False,
+    no_password: Annotated[
+        bool, typer.Option("--no-password", help="No password: the user signs in with API tokens only.")
+    ] = False,
 ) -> None:
     """Create a user. At a terminal the password is asked twice (hidden); piped, it is read from standard input."""
     from kynsey.accounts.service import check_name, check_plan, create_user
@@ -51,10 +55,13 @@ def user_add(
     password = None if no_password else read_password(prompt=f"Password for {name}", required=False)
 
     user = in_session(
-        settings, lambda session, db: create_user(session, db.catalog, name, plan, password=password, admin=admin, actor=ACTOR),
+        settings,
+        lambda session, db: create_user(session, db.catalog, name, plan, password=password, admin=admin, actor=ACTOR),
         catalog=True,
     )
-    extras = (", admin" if user.is_admin else "") + (", with password" if password else ", no password: API tokens only")
+    extras = (", admin" if user.is_admin else "") + (
+        ", with password" if password else ", no password: API tokens only"
+    )
     typer.echo(f"created user {user.name} (plan {user.plan}{extras})")
 
 
@@ -102,7 +109,9 @@ def user_delete(
         typer.confirm(f"Delete {name} with all their conversations?", abort=True)
 
     removed = in_session(load_settings(), lambda session, db: delete_user(session, name, actor=ACTOR))
-    typer.echo(f"deleted {name}: {removed.conversations} conversation(s), {removed.tokens} token(s), {removed.sessions} session(s)")
+    typer.echo(
+        f"deleted {name}: {removed.conversations} conversation(s), {removed.tokens} token(s), {removed.sessions} session(s)"
+    )
 
 
 @user_app.command("admin")
@@ -124,7 +133,9 @@ def user_logout(
     """Log NAME out everywhere: end every browser session (and with --tokens, revoke their API tokens)."""
     from kynsey.accounts.lifecycle import log_out_everywhere
 
-    removed = in_session(load_settings(), lambda session, db: log_out_everywhere(session, name, actor=ACTOR, tokens=tokens))
+    removed = in_session(
+        load_settings(), lambda session, db: log_out_everywhere(session, name, actor=ACTOR, tokens=tokens)
+    )
     typer.echo(f"{name}: {removed.sessions} browser session(s) ended, {removed.tokens} API token(s) revoked")
 
 
@@ -132,7 +143,9 @@ def user_logout(
 def user_token(
     name: Name,
     label: Annotated[str, typer.Option("--name", help="What the token is for (shown by 'token list').")] = "",
-    expires: Annotated[float | None, typer.Option(help="Days until the token stops working (default: never).", min=0.0)] = None,
+    expires: Annotated[
+        float | None, typer.Option(help="Days until the token stops working (default: never).", min=0.0)
+    ] = None,
 ) -> None:
     """Print a new API token for NAME (shown once; stored hashed)."""
     from kynsey.accounts.service import get_user, issue_token
@@ -150,7 +163,9 @@ def user_plan(name: Name, plan: Annotated[str, typer.Argument(help="A plan the c
     """Change NAME's plan (audited)."""
     from kynsey.accounts.service import change_plan
 
-    old = in_session(load_settings(), lambda session, db: change_plan(session, db.catalog, name, plan, actor=ACTOR), catalog=True)
+    old = in_session(
+        load_settings(), lambda session, db: change_plan(session, db.catalog, name, plan, actor=ACTOR), catalog=True
+    )
     typer.echo(f"{name}: plan {old} -> {plan}")
 
 
@@ -160,7 +175,9 @@ def user_list() -> None:
     from kynsey.accounts.service import list_users
 
     for user in in_session(load_settings(), lambda session, db: list_users(session)):
-        state = " ".join(word for word, on in (("admin", user.is_admin), ("disabled", user.disabled_at is not None)) if on)
+        state = " ".join(
+            word for word, on in (("admin", user.is_admin), ("disabled", user.disabled_at is not None)) if on
+        )
         typer.echo(f"{user.name:24} {user.plan:12} {state}".rstrip())
 
 
@@ -180,11 +197,17 @@ def token_list(name: Name) -> None:
     typer.echo(f"{'ID':>6}  {'NAME':20} {'CREATED':16}  {'LAST USED':16}  EXPIRES")
     for token in found:
         expires = _when(token.expires_at) + (" (expired)" if token.expired else "")
-        typer.echo(f"{token.id:>6}  {token.name or '-':20} {_when(token.created_at):16}  {_when(token.last_used_at):16}  {expires}")
+        typer.echo(
+            f"{token.id:>6}  {token.name or '-':20} {_when(token.created_at):16}  {_when(token.last_used_at):16}  {expires}"
+        )
 
 
 @token_app.command("revoke")
-def token_revoke(token_id: Annotated[int, typer.Argument(help="The token's id (see 'kynsey token list NAME').", min=1, max=2**31 - 1)]) -> None:
+def token_revoke(
+    token_id: Annotated[
+        int, typer.Argument(help="The token's id (see 'kynsey token list NAME').", min=1, max=2**31 - 1)
+    ],
+) -> None:
     """Revoke one API token: it stops working at the next request."""
     from kynsey.accounts.tokens import revoke_token
 

@@ -42,13 +42,21 @@ def overview(rt: Runtime, *, detail: bool, plan_users: dict[str, list[str]] | No
         for b in report["backends"]
     ]
     plans = [
-        {"plan": name, "display_name": plan.display_name or name, "grants": list(plan.grants),
-         **({"users": len(users.get(name, []))} if users is not None else {})}
+        {
+            "plan": name,
+            "display_name": plan.display_name or name,
+            "grants": list(plan.grants),
+            **({"users": len(users.get(name, []))} if users is not None else {}),
+        }
         for name, plan in catalog.plans.items()
     ]
     result: dict[str, Any] = {
-        "source": catalog.source, "default_tier": catalog.default_tier, "detail": detail,
-        "plans": plans, "backends": backends, "tiers": tiers,
+        "source": catalog.source,
+        "default_tier": catalog.default_tier,
+        "detail": detail,
+        "plans": plans,
+        "backends": backends,
+        "tiers": tiers,
     }
     if users is not None:
         result["users_on_missing_plans"] = {plan: names for plan, names in users.items() if plan not in catalog.plans}

@@ -47,7 +47,9 @@ def test_an_admin_runs_an_account_from_creation_to_removal(server, new_page):
     dialog.get_by_label("New password").press("Enter")
     expect(notice(page)).to_have_text("sam's password is set; their browser sessions ended.")
     expect(dialog).to_be_hidden()
-    assert server.client().post("/api/auth/login", json={"name": "sam", "password": "a fresh password"}).status_code == 200
+    assert (
+        server.client().post("/api/auth/login", json={"name": "sam", "password": "a fresh password"}).status_code == 200
+    )
 
     page.get_by_role("button", name="Disable ann").click()
     expect(row(page, "ann")).to_contain_text("disabled")
@@ -92,7 +94,9 @@ def test_an_admin_runs_an_account_from_creation_to_removal(server, new_page):
     expect(actions.first).to_have_text("user_delete")
 
 
-def test_an_admin_approves_an_upgrade_request_and_sees_a_refused_catalog_reload(start_server, fake_ollama, new_page, tmp_path):
+def test_an_admin_approves_an_upgrade_request_and_sees_a_refused_catalog_reload(
+    start_server, fake_ollama, new_page, tmp_path
+):
     from tests.conftest import OLLAMA_TIERS
 
     catalog = tmp_path / "tiers.toml"

@@ -15,7 +15,9 @@ router = APIRouter(prefix="/api/upgrade-requests", tags=["upgrades"])
 
 
 @router.post("", status_code=201, responses={409: {"description": "a request of yours is already pending"}})
-async def create(body: UpgradeRequestIn, rt: RuntimeDep, db: DbDep, user: UserDep, rid: RequestIdDep) -> UpgradeRequestPublic:
+async def create(
+    body: UpgradeRequestIn, rt: RuntimeDep, db: DbDep, user: UserDep, rid: RequestIdDep
+) -> UpgradeRequestPublic:
     request = await upgrades.request_upgrade(db, rt.catalog, user, body.plan, body.note, request_id=rid)
     return UpgradeRequestPublic(**upgrades.request_public(request))
 
@@ -23,4 +25,6 @@ async def create(body: UpgradeRequestIn, rt: RuntimeDep, db: DbDep, user: UserDe
 @router.get("")
 async def mine(db: DbDep, user: UserDep) -> UpgradeRequestListPublic:
     """The caller's requests, newest first."""
-    return UpgradeRequestListPublic(requests=[UpgradeRequestPublic(**upgrades.request_public(r)) for r in await upgrades.own_requests(db, user)])
+    return UpgradeRequestListPublic(
+        requests=[UpgradeRequestPublic(**upgrades.request_public(r)) for r in await upgrades.own_requests(db, user)]
+    )
