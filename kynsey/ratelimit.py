@@ -63,7 +63,7 @@ class RateLimiter:
             )
         return info
 
-    async def check(self, rate: str, scope: str, *keys: str) -> None:
+    async def ensure_room(self, rate: str, scope: str, *keys: str) -> None:
         """Raise RateLimited when ``keys`` used up ``rate``, counting nothing: login limits
         count failures only, yet refuse the next attempt before its password is checked."""
         item = self._parsed.get(rate) or self._parsed.setdefault(rate, parse(rate))

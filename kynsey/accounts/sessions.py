@@ -50,7 +50,7 @@ class LoginGuard:
     async def check(self, name: str, address: str) -> None:
         try:
             for rate, scope, key in self._scopes(name, address):
-                await self.limiter.check(rate, scope, key)
+                await self.limiter.ensure_room(rate, scope, key)
         except RateLimited as exc:
             self.count("rate_limited")
             raise RateLimited(
