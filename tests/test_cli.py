@@ -215,3 +215,12 @@ def test_tiers_asks_the_running_server_and_says_so(kynsey, server, monkeypatch, 
     probed = kynsey("tiers", "--tiers", str(other)).output  # a file the server does not run: probed here, and checked
     assert probed.startswith(f"catalog {other}, default tier standard: probed from here, not asked of a running server (--tiers)")
     assert "WARNING: this catalog lacks plan 'pro', which 1 user(s) are on (root)" in probed
+
+
+def test_a_database_that_does_not_answer_and_an_unwritable_file_are_told_apart(kynsey, monkeypatch, tmp_path):
+    result = kynsey("audit", "export", "--output", str(tmp_path / "no" / "such" / "folder.csv"))
+    assert result.exit_code == 1 and result.output.startswith("error: FileNotFoundError"), result.output
+    monkeypatch.setenv("KYNSEY_DATABASE_URL", f"postgresql+asyncpg://kynsey:secret@127.0.0.1:{free_port()}/kynsey")
+    result = kynsey("user", "list")
+    assert result.exit_code == 1 and result.output.startswith("error: the database does not answer"), result.output
+    assert "secret" not in result.output

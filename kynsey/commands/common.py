@@ -8,6 +8,7 @@ database alone, not a whole runtime with backends, monitors and limiters.
 from __future__ import annotations
 
 import asyncio
+import socket
 import sys
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -86,8 +87,10 @@ def with_db(
         fail(str(exc), 2)
     except KynseyError as exc:
         fail(exc.message)
-    except (SQLAlchemyError, OSError) as exc:
+    except (SQLAlchemyError, ConnectionError, TimeoutError, socket.gaierror) as exc:  # asyncpg raises the raw OS errors
         fail(database_failure(settings, exc))
+    except OSError as exc:  # e.g. an --output file that cannot be written
+        fail(f"{type(exc).__name__}: {exc}")
 
 
 def in_session(
