@@ -12,6 +12,7 @@ sessions in ``sessions``.
 from __future__ import annotations
 
 import re
+from typing import TYPE_CHECKING
 
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
@@ -21,9 +22,11 @@ from kynsey.accounts.secrets import hash_password_off_loop
 from kynsey.accounts.sessions import login, logout, session_user
 from kynsey.accounts.tokens import issue_token, user_for_token
 from kynsey.audit import AuditRecord, append
-from kynsey.catalog import Catalog
 from kynsey.errors import CatalogError, Conflict, InvalidRequest, NotFound
 from kynsey.storage.models import User
+
+if TYPE_CHECKING:
+    from kynsey.catalog import Catalog  # only for types: the CLI's user commands never load the catalog
 
 __all__ = [
     "change_plan",

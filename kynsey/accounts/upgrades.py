@@ -10,6 +10,7 @@ audited: ``upgrade_request``, ``upgrade_approve``, ``upgrade_decline``.
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from typing import TYPE_CHECKING
 
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
@@ -17,9 +18,11 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from kynsey.accounts.service import check_plan
 from kynsey.audit import AuditRecord, append
-from kynsey.catalog import Catalog
 from kynsey.errors import Conflict, InvalidRequest, NotFound
 from kynsey.storage.models import UpgradeRequest, User, iso_utc
+
+if TYPE_CHECKING:
+    from kynsey.catalog import Catalog  # types only: listing users must not load the catalog
 
 STATUSES = ("pending", "approved", "declined")
 MAX_NOTE = 500

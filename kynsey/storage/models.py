@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from sqlalchemy import Boolean, DateTime, Float, ForeignKey, Index, Integer, String, Text, text
+from sqlalchemy import Boolean, DateTime, Float, ForeignKey, Index, Integer, String, Text
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 
@@ -136,19 +136,16 @@ class FeatureFlag(Base):
 
 
 class UpgradeRequest(Base):
-    """A user's request for another plan (SPEC F19); at most one pending per user."""
+    """A user's request for another plan (SPEC F19); at most one pending per user.
+
+    That rule is the partial unique index ``uq_upgrade_requests_pending`` (user_id
+    WHERE status = 'pending') made by migration 0008. It is not declared here:
+    its dialect options would load the PostgreSQL and SQLite dialects at import,
+    and every CLI command imports this module (SPEC N7).
+    """
 
     __tablename__ = "upgrade_requests"
-    __table_args__ = (
-        Index(
-            "uq_upgrade_requests_pending",
-            "user_id",
-            unique=True,
-            sqlite_where=text("status = 'pending'"),
-            postgresql_where=text("status = 'pending'"),
-        ),
-        {"sqlite_autoincrement": True},
-    )
+    __table_args__ = {"sqlite_autoincrement": True}  # ids are never reused: the audit log names requests by id
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
