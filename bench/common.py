@@ -53,6 +53,8 @@ class Kynsey:
             "KYNSEY_DATA_DIR": self.dir.name,
             "OLLAMA_HOST": ollama_url,
             "KYNSEY_LOG_LEVEL": os.environ.get("KYNSEY_LOG_LEVEL", "INFO"),  # as users run it
+            # The built-in catalog's `local` tier would answer (SmolLM2) when the loopback Ollama fails.
+            "KYNSEY_TIERS": str(ROOT / "tests" / "catalogs" / "ollama-tiers.toml"),
             **{f"KYNSEY_{k.upper()}": v for k, v in settings.items()},
         }
         self.port = free_port()

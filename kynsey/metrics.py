@@ -54,6 +54,7 @@ class Metrics:
             "kynsey_ratelimit_fallback", "1 while rate limits count in this instance's memory because Redis fails",
             registry=r,
         )
+        self.logins = Counter("kynsey_logins_total", "Login attempts by result (ok, failed, rate_limited)", ["result"], registry=r)
 
     def switch(self, result: str, from_tier: str, to_tier: str, seconds: float) -> None:
         self.switches.labels(result, from_tier, to_tier).inc()
@@ -94,6 +95,9 @@ class Metrics:
 
     def redis_error(self) -> None:
         self.redis_errors.inc()
+
+    def login(self, result: str) -> None:
+        self.logins.labels(result).inc()
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

@@ -92,16 +92,20 @@ class RateLimiter:
             )
         return info
 
-    async def _count(self, item, identifiers: tuple[str, ...]):
+    async def _count(self, item, identifiers: tuple[str, ...], *, only_test: bool = False):
+        """(allowed, window stats) from Redis, or from memory while Redis fails."""
+
+        async def count(limiter: MovingWindowRateLimiter):
+            allowed = await (limiter.test if only_test else limiter.hit)(item, *identifiers)
+            return allowed, await limiter.get_window_stats(item, *identifiers)
+
         if self.shared and not self.degraded:
             try:
                 async with asyncio.timeout(self.timeout):
-                    allowed = await self._limiter.hit(item, *identifiers)
-                    return allowed, await self._limiter.get_window_stats(item, *identifiers)
+                    return await count(self._limiter)
             except STORE_ERRORS as exc:
                 self._store_failed(exc)
-        allowed = await self._local.hit(item, *identifiers)
-        return allowed, await self._local.get_window_stats(item, *identifiers)
+        return await count(self._local)
 
     def _store_failed(self, exc: BaseException) -> None:
         reason = f"{type(exc).__name__}: {exc}" if str(exc) else f"{type(exc).__name__} (no answer within {self.timeout:g} s)"
@@ -123,6 +127,22 @@ class RateLimiter:
         except STORE_ERRORS as exc:
             return False, f"{type(exc).__name__}: {exc}" if str(exc) else f"no answer within {self.timeout:g} s"
         return ok, None if ok else "Redis did not answer PING"
+
+    async def ensure_room(self, rate: str, scope: str, *keys: str) -> None:
+        """Raise RateLimited when ``keys`` used up ``rate``, counting nothing: login limits
+        count failures only, yet refuse the next attempt before its password is checked."""
+        item = self._parsed.get(rate) or self._parsed.setdefault(rate, parse(rate))
+        allowed, stats = await self._count(item, (scope, *keys), only_test=True)
+        if allowed:
+            return
+        reset = max(1, math.ceil(stats.reset_time - time.time()))
+        raise RateLimited(
+            f"too many {scope} requests: the limit is {rate}; try again in {reset} s",
+            retry_after=reset,
+            limit=rate,
+            headers=RateInfo(item.amount, 0, reset).headers(),
+        )
+
 
     async def aclose(self) -> None:
         close = getattr(self.storage, "aclose", None) or getattr(self.storage, "close", None)

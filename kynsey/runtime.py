@@ -8,6 +8,8 @@ changes at run time is which catalog is current (a reload swaps it whole).
 from __future__ import annotations
 
 import asyncio
+import logging
+from collections.abc import Awaitable
 from dataclasses import dataclass, field
 
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
@@ -28,6 +30,8 @@ from kynsey.rollout.guard import Guard
 from kynsey.settings import Settings
 from kynsey.storage.db import make_engine, make_sessionmaker
 from kynsey.storage.jobs import Jobs, make_jobs
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -55,6 +59,19 @@ class Runtime:
         """The current catalog and its backends, consistent with each other: a request
         takes them once and uses them to its end, whatever a reload does meanwhile."""
         return self.catalog, self.backends
+
+    def spawn(self, work: Awaitable, what: str) -> asyncio.Task:
+        """Run ``work`` in the background: tracked (cancelled at shutdown), its failure logged."""
+        task = asyncio.ensure_future(work)
+        self.tasks.append(task)
+
+        def done(t: asyncio.Task) -> None:
+            self.tasks.remove(t)
+            if not t.cancelled() and t.exception() is not None:
+                log.error("%s failed: %s", what, t.exception())
+
+        task.add_done_callback(done)
+        return task
 
     def swap_catalog(self, catalog: Catalog, backends: dict[str, Backend]) -> None:
         """Make ``catalog`` and ``backends`` current at once (a reload; copy on write)."""

@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 from functools import cached_property
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal
 
 from pydantic import AliasChoices, Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -112,6 +112,26 @@ class Settings(BaseSettings):
     shutdown_grace: float = Field(
         10.0, ge=0, description="Seconds a shutdown lets running replies finish before they are saved 'interrupted'."
     )
+    login_account_limit: str = Field(
+        "5/minute", description="Failed logins allowed per account name; past it, logins to it answer 429."
+    )
+    login_address_limit: str = Field(
+        "20/minute", description="Failed logins allowed per client address; past it, its logins answer 429."
+    )
+    log_format: Literal["auto", "json", "text"] = Field(
+        "auto", description="Log lines: 'text' (readable), 'json' (one object a line), 'auto' (text on a terminal, else JSON)."
+    )
+    url: str = Field(
+        "http://127.0.0.1:8000", description="The running Kynsey that `kynsey tiers` asks (its --url overrides it)."
+    )
+    api_token: str | None = Field(
+        None, description="API token `kynsey tiers` sends to --url; an admin's adds backend hosts and reasons."
+    )
+
+    @field_validator("login_account_limit", "login_address_limit")
+    @classmethod
+    def _check_login_rate(cls, value: str) -> str:
+        return _rate(value)
 
     @field_validator("switch_rate_limit", "chat_rate_limit", "warm_rate_limit")
     @classmethod

@@ -22,6 +22,9 @@ from tests.pg import private_database
 from tests.servers.fake_ollama import FakeOllama
 
 PG_URL = os.environ.get("KYNSEY_TEST_DATABASE_URL")
+# The built-in catalog minus its `local` tier: a failing loopback Ollama must fail, not fall
+# back to SmolLM2. Tests of the built-in catalog itself pass tiers=None.
+OLLAMA_TIERS = Path(__file__).parent / "catalogs" / "ollama-tiers.toml"
 REDIS_URL = os.environ.get("KYNSEY_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 DEFAULT_MODELS = {
     "llama3.2:3b-instruct-fp16": 6_433_687_776,
@@ -75,10 +78,12 @@ def fake_ollama() -> Iterator[FakeOllama]:
 
 @pytest.fixture
 def settings_for(db_url: str, tmp_path: Path) -> Callable[..., Settings]:
-    """Settings for a test server: this test's database and data folder, fast status refresh."""
+    """Settings for a test server: this test's database and data folder, fast status refresh,
+    the Ollama-only catalog unless ``tiers`` is given (None: the built-in one)."""
 
     def build(**overrides) -> Settings:
         values = dict(
+            tiers=OLLAMA_TIERS,
             database_url=db_url,
             data_dir=tmp_path / "data",
             status_refresh=0.2,

@@ -44,7 +44,7 @@ def test_audit_filters_and_pages(server):
     assert sam.post("/api/models/tier", json={"tier": "pro"}).status_code == 403
     for tier in ("pro", "standard", "code"):
         assert ann.post("/api/models/tier", json={"tier": tier}).status_code == 200
-    entries = admin.get("/api/admin/audit").json()["entries"]
+    entries = admin.get("/api/admin/audit", params={"action": "switch"}).json()["entries"]
     assert [(e["subject"], e["to_tier"], e["result"]) for e in entries] == [
         ("ann", "code", "ready"),
         ("ann", "standard", "ready"),
@@ -53,8 +53,8 @@ def test_audit_filters_and_pages(server):
     ]
     assert [e["subject"] for e in admin.get("/api/admin/audit", params={"result": "denied"}).json()["entries"]] == ["sam"]
     assert len(admin.get("/api/admin/audit", params={"user": "ann", "tier": "code"}).json()["entries"]) == 1
-    first = admin.get("/api/admin/audit", params={"limit": 2}).json()
-    second = admin.get("/api/admin/audit", params={"limit": 2, "before_id": first["next_before_id"]}).json()
+    first = admin.get("/api/admin/audit", params={"limit": 2, "action": "switch"}).json()
+    second = admin.get("/api/admin/audit", params={"limit": 2, "action": "switch", "before_id": first["next_before_id"]}).json()
     assert [e["to_tier"] for e in second["entries"]] == ["pro", "pro"]
     assert admin.get("/api/admin/audit", params={"limit": 0}).status_code == 422
 

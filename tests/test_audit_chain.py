@@ -40,8 +40,12 @@ def sql(db_url: str, statement: str, **params) -> None:
     asyncio.run(work())
 
 
+SETUP = 6  # make_history's three users are each audited twice: user_add and token_issue
+BOSS = 2  # so is the admin some tests add afterwards
+
+
 def make_history(server) -> int:
-    """Ten entries of several kinds; returns how many."""
+    """Three users (entries 1-6), then ten entries of several kinds (SETUP + 1-10); returns how many."""
     admin = server.client(server.add_user("root", "pro", admin=True))
     alice = server.client(server.add_user("alice", "pro"))
     sam = server.client(server.add_user("sam", "standard"))
@@ -53,7 +57,7 @@ def make_history(server) -> int:
     admin.put("/api/admin/flags/model_switching", json={"state": "on"})
     assert admin.put("/api/admin/users/sam/plan", json={"plan": "pro"}).status_code == 200
     assert sam.post("/api/models/tier", json={"tier": "pro"}).status_code == 200
-    return 10
+    return SETUP + 10
 
 
 def test_an_untouched_chain_verifies(server, db_url):
@@ -61,26 +65,27 @@ def test_an_untouched_chain_verifies(server, db_url):
     done = run_cli(db_url, "audit", "verify")
     assert (done.returncode, done.stdout.strip()) == (0, f"chain intact: {count} entries")
     resp = server.client(server.add_user("boss", "pro", admin=True)).get("/api/admin/audit/verify")
-    assert resp.json() == {"ok": True, "entries": count, "bad_id": None, "problem": None,
-                           "message": f"chain intact: {count} entries"}
+    assert resp.json() == {"ok": True, "entries": count + BOSS, "bad_id": None, "problem": None,
+                           "message": f"chain intact: {count + BOSS} entries"}
 
 
 def test_an_altered_entry_is_named(server, db_url):
     make_history(server)
-    sql(db_url, "UPDATE audit_log SET result = 'ready' WHERE id = 5")  # hide sam's refusal
+    sql(db_url, f"UPDATE audit_log SET result = 'ready' WHERE id = {SETUP + 5}")  # hide sam's refusal
     done = run_cli(db_url, "audit", "verify")
     assert done.returncode == 1
-    assert done.stdout.startswith("chain broken at entry 5 (altered)"), done.stdout
-    sql(db_url, "UPDATE audit_log SET result = 'denied' WHERE id = 5")
+    assert done.stdout.startswith(f"chain broken at entry {SETUP + 5} (altered)"), done.stdout
+    sql(db_url, f"UPDATE audit_log SET result = 'denied' WHERE id = {SETUP + 5}")
     assert run_cli(db_url, "audit", "verify").returncode == 0  # putting it back mends the chain
 
 
 def test_a_removed_middle_entry_is_named(server, db_url):
     make_history(server)
-    sql(db_url, "DELETE FROM audit_log WHERE id = 6")
+    gone = SETUP + 6
+    sql(db_url, f"DELETE FROM audit_log WHERE id = {gone}")
     done = run_cli(db_url, "audit", "verify")
     assert done.returncode == 1
-    assert done.stdout.startswith("chain broken at entry 6 (removed): entry 6 removed: entry 7 links"), done.stdout
+    assert done.stdout.startswith(f"chain broken at entry {gone} (removed): entry {gone} removed: entry {gone + 1} links"), done.stdout
 
 
 def test_a_rewritten_entry_with_a_recomputed_hash_is_still_caught(server, db_url):
@@ -88,13 +93,13 @@ def test_a_rewritten_entry_with_a_recomputed_hash_is_still_caught(server, db_url
 
     async def forged_hash(rt) -> str:
         async with rt.sessions() as db:
-            entry = await db.get(AuditEntry, 3)
+            entry = await db.get(AuditEntry, SETUP + 3)
             return entry_hash(entry.prev_hash, entry.at, {**entry_fields(entry), "to_tier": "pro"})
 
-    sql(db_url, "UPDATE audit_log SET to_tier = 'pro', hash = :h WHERE id = 3", h=server.call(forged_hash))
+    sql(db_url, f"UPDATE audit_log SET to_tier = 'pro', hash = :h WHERE id = {SETUP + 3}", h=server.call(forged_hash))
     done = run_cli(db_url, "audit", "verify")
     assert done.returncode == 1
-    assert done.stdout.startswith("chain broken at entry 3 (rewritten)"), done.stdout
+    assert done.stdout.startswith(f"chain broken at entry {SETUP + 3} (rewritten)"), done.stdout
 
 
 def test_cli_exports_json_lines_and_csv_with_filters(server, db_url, tmp_path: Path):
@@ -113,7 +118,7 @@ def test_cli_exports_json_lines_and_csv_with_filters(server, db_url, tmp_path: P
         ("sam", "denied", "pro"), ("sam", "unknown_tier", "ultra"), ("sam", "ready", "pro")
     ]
     done = run_cli(db_url, "audit", "export", "--result", "ready", "--tier", "code")
-    assert [json.loads(line)["id"] for line in done.stdout.splitlines()] == [2, 3, 4]  # to or from Code
+    assert [json.loads(line)["id"] for line in done.stdout.splitlines()] == [SETUP + 2, SETUP + 3, SETUP + 4]  # to or from Code
 
     first = rows[0]["at"][:19]  # whole seconds, no zone: read as UTC
     done = run_cli(db_url, "audit", "export", "--until", first)
@@ -130,8 +135,8 @@ def test_the_admin_api_streams_an_export(server):
     assert resp.status_code == 200 and resp.headers["content-type"].startswith("text/csv")
     assert resp.headers["content-disposition"] == 'attachment; filename="kynsey-audit.csv"'
     table = list(csv.DictReader(resp.text.splitlines()))
-    assert len(table) == count and table[0]["prev_hash"] == "0" * 64 and table[1]["prev_hash"] == table[0]["hash"]
-    assert json.loads(table[6]["details"])["to"] == {"state": "percentage", "percent": 50.0, "allow": []}
+    assert len(table) == count + BOSS and table[0]["prev_hash"] == "0" * 64 and table[1]["prev_hash"] == table[0]["hash"]
+    assert json.loads(table[SETUP + 6]["details"])["to"] == {"state": "percentage", "percent": 50.0, "allow": []}
     resp = admin.get("/api/admin/audit/export", params={"action": "flag", "user": "root"})
     lines = [json.loads(line) for line in resp.text.splitlines()]
     assert resp.headers["content-type"].startswith("application/x-ndjson")

@@ -30,9 +30,9 @@ def tier(slug: str, **extra) -> str:
     return "\n".join(lines) + "\n"
 
 
-def test_default_catalog_has_the_plans_three_tiers():
+def test_default_catalog_has_the_plans_three_tiers_and_a_local_one_they_fall_back_to():
     catalog = load_catalog(None)
-    assert list(catalog.tiers) == ["standard", "pro", "code"]
+    assert list(catalog.tiers) == ["standard", "pro", "code", "local"]
     standard = catalog.tiers["standard"]
     assert (standard.display_name, standard.internal_name, standard.model_id) == (
         "Standard",
@@ -42,6 +42,23 @@ def test_default_catalog_has_the_plans_three_tiers():
     assert standard.description == "Fast and efficient for everyday tasks"
     assert catalog.plans_unlocking(catalog.tiers["code"]) == ["pro"]
     assert catalog.plan_allows("standard", standard) and not catalog.plan_allows("standard", catalog.tiers["pro"])
+    # The first run answers without Ollama: every plan grants Local, every Ollama tier ends its chain there.
+    local = catalog.tiers["local"]
+    assert (local.backend, local.model_id, catalog.backends["local"].kind) == ("local", "smollm2", "local")
+    assert catalog.plans_unlocking(local) == ["standard", "pro"]
+    assert all(t.fallback[-1] == "local" for t in catalog.tiers.values() if t.backend == "ollama")
+
+
+def test_the_tests_catalog_is_the_built_in_one_without_its_local_tier():
+    from tests.conftest import OLLAMA_TIERS
+
+    built_in, tests = load_catalog(None), load_catalog(OLLAMA_TIERS)
+    assert list(tests.tiers) == [t for t in built_in.tiers if t != "local"] and list(tests.backends) == ["ollama"]
+    for slug, tier in tests.tiers.items():
+        expected = built_in.tiers[slug].model_copy(update={"fallback": [f for f in built_in.tiers[slug].fallback if f != "local"]})
+        assert tier == expected, slug
+    for name, plan in tests.plans.items():
+        assert plan.grants == [g for g in built_in.plans[name].grants if g != "local"]
 
 
 def test_a_valid_file_loads(tmp_path):

@@ -5,11 +5,11 @@ from __future__ import annotations
 import os
 import time
 
+from tests.conftest import OLLAMA_TIERS
+
 
 def catalog_text(extra_description: str = "") -> str:
-    from importlib import resources
-
-    text = resources.files("kynsey.catalog").joinpath("default_tiers.toml").read_text()
+    text = OLLAMA_TIERS.read_text()
     return text.replace("Fast and efficient for everyday tasks", f"Fast and efficient{extra_description}")
 
 

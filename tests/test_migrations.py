@@ -23,18 +23,20 @@ async def _execute(url: str, *statements: str) -> list:
         await engine.dispose()
 
 
+def _back_to(database_url: str, revision: str, *inserts: str) -> None:
+    """Take the run's database back to ``revision``, holding only the users and tokens ``inserts`` add."""
+    downgrade(database_url, revision)
+    asyncio.run(_execute(database_url, "DELETE FROM api_tokens", "DELETE FROM users", *inserts))
+
+
 def test_existing_users_are_mapped_to_standard(database_url):
     # Work on the run's database: take it back to before plans existed, add users, upgrade.
-    downgrade(database_url, "0001_initial_users")
     try:
-        asyncio.run(
-            _execute(
-                database_url,
-                "DELETE FROM api_tokens",
-                "DELETE FROM users",
-                "INSERT INTO users (name, password_hash, is_admin, created_at) VALUES "
-                "('old-ann', NULL, false, CURRENT_TIMESTAMP), ('old-bob', NULL, true, CURRENT_TIMESTAMP)",
-            )
+        _back_to(
+            database_url,
+            "0001_initial_users",
+            "INSERT INTO users (name, password_hash, is_admin, created_at) VALUES "
+            "('old-ann', NULL, false, CURRENT_TIMESTAMP), ('old-bob', NULL, true, CURRENT_TIMESTAMP)",
         )
         upgrade(database_url, "0002_user_plan")
         rows = asyncio.run(_execute(database_url, "SELECT name, plan FROM users ORDER BY name"))
@@ -44,3 +46,38 @@ def test_existing_users_are_mapped_to_standard(database_url):
     rows = asyncio.run(_execute(database_url, "SELECT name, plan, active_tier FROM users ORDER BY name"))
     assert [tuple(r) for r in rows] == [("old-ann", "standard", None), ("old-bob", "standard", None)]
     asyncio.run(_execute(database_url, "DELETE FROM users"))
+
+
+def test_account_lifecycle_migration_keeps_tokens_working_and_never_reuses_their_ids(database_url):
+    """0007 adds token names, last use and expiry, and disabled accounts; old tokens keep working."""
+    try:
+        _back_to(
+            database_url,
+            "0006_audit_tier_width",
+            "INSERT INTO users (name, password_hash, is_admin, created_at, plan) VALUES "
+            "('old-ann', NULL, false, CURRENT_TIMESTAMP, 'standard')",
+            "INSERT INTO api_tokens (user_id, token_hash, created_at) "
+            "SELECT id, 'digest-1', CURRENT_TIMESTAMP FROM users WHERE name = 'old-ann'",
+        )
+        upgrade(database_url)
+        rows = asyncio.run(
+            _execute(
+                database_url,
+                "SELECT t.name, t.last_used_at, t.expires_at, u.disabled_at FROM api_tokens t JOIN users u ON u.id = t.user_id",
+            )
+        )
+        assert [tuple(r) for r in rows] == [("", None, None, None)]
+        first = asyncio.run(_execute(database_url, "SELECT id FROM api_tokens"))[0][0]
+        rows = asyncio.run(
+            _execute(
+                database_url,
+                "DELETE FROM api_tokens",
+                "INSERT INTO api_tokens (user_id, token_hash, created_at, name) "
+                "SELECT id, 'digest-2', CURRENT_TIMESTAMP, 'new' FROM users WHERE name = 'old-ann'",
+                "SELECT id FROM api_tokens",
+            )
+        )
+        assert rows[0][0] != first  # a revoked token's id is not handed out again
+    finally:
+        upgrade(database_url)
+        asyncio.run(_execute(database_url, "DELETE FROM users"))

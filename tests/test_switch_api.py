@@ -10,9 +10,11 @@ STANDARD, PRO, CODE = "llama3.2:3b-instruct-fp16", "qwen2.5:14b-instruct", "qwen
 
 
 def audit_rows(server) -> list[AuditEntry]:
+    """The switch entries (creating users and tokens is audited too)."""
+
     async def work(rt):
         async with rt.sessions() as db:
-            return list(await db.scalars(select(AuditEntry).order_by(AuditEntry.id)))
+            return list(await db.scalars(select(AuditEntry).where(AuditEntry.action == "switch").order_by(AuditEntry.id)))
 
     return server.call(work)
 

@@ -1,26 +1,73 @@
-"""Account rules: create users, change plans, issue tokens, log in, resolve a caller.
+"""Account rules: names, passwords and plans; create, find, list users; change a plan.
 
-Plans come from the catalog; a plan the catalog does not declare is refused.
+Plans come from the catalog; a plan the catalog does not declare is refused,
+naming the plans it has. Every change is audited here, so the CLI and the
+admin API (which both call these functions) keep one set of rules.
+
+The lifecycle (password, disable, delete, admin role, log out everywhere) is in
+``kynsey.accounts.lifecycle``; API tokens in ``tokens``; logins and browser
+sessions in ``sessions``.
 """
 
 from __future__ import annotations
 
 import re
-import secrets
-from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING
 
-from sqlalchemy import delete, select
+from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from kynsey.accounts.secrets import hash_password, new_token, token_digest, verify_password
-from kynsey.catalog import Catalog
-from kynsey.errors import Conflict, InvalidRequest, NotAuthenticated, NotFound
-from kynsey.storage.models import ApiToken, User, WebSession, as_utc
+from kynsey.accounts.secrets import hash_password_off_loop
+from kynsey.accounts.sessions import caller_by_session, login, logout
+from kynsey.accounts.tokens import caller_by_token, issue_token, touch_token
+from kynsey.audit import AuditRecord, append
+from kynsey.errors import CatalogError, Conflict, InvalidRequest, NotFound
+from kynsey.storage.models import User
 
-NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+if TYPE_CHECKING:
+    from kynsey.catalog import Catalog  # only for types: the CLI's user commands never load the catalog
+
+__all__ = [
+    "caller_by_session",
+    "caller_by_token",
+    "change_plan",
+    "check_catalog_keeps_plans",
+    "check_name",
+    "check_password",
+    "check_plan",
+    "create_user",
+    "get_user",
+    "issue_token",
+    "list_users",
+    "login",
+    "logout",
+    "plans_in_use",
+    "caller_by_session",
+    "caller_by_token",
+    "touch_token",
+]
+
+# fullmatch, never match with '$': '$' also matches before a final newline ("mallory\n").
+NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 MIN_PASSWORD = 8
+MAX_PASSWORD = 1024
+
+
+def check_name(name: str) -> str:
+    if not NAME_RE.fullmatch(name):
+        raise InvalidRequest(
+            "a user name is 1-64 letters, digits, '.', '_' or '-', starting with a letter or digit", field="name"
+        )
+    return name
+
+
+def check_password(password: str) -> str:
+    if len(password) < MIN_PASSWORD:
+        raise InvalidRequest(f"a password needs at least {MIN_PASSWORD} characters", field="password")
+    if len(password) > MAX_PASSWORD or "\x00" in password:
+        raise InvalidRequest(f"a password has at most {MAX_PASSWORD} characters and no NUL", field="password")
+    return password
 
 
 def check_plan(catalog: Catalog, plan: str) -> str:
@@ -30,7 +77,8 @@ def check_plan(catalog: Catalog, plan: str) -> str:
 
 
 async def get_user(db: AsyncSession, name: str) -> User:
-    user = await db.scalar(select(User).where(User.name == name))
+    # A name no user can have is not looked up (a NUL would even fail on PostgreSQL).
+    user = await db.scalar(select(User).where(User.name == name)) if NAME_RE.fullmatch(name) else None
     if user is None:
         raise NotFound(f"no user named '{name}'")
     return user
@@ -41,98 +89,83 @@ async def list_users(db: AsyncSession) -> list[User]:
 
 
 async def create_user(
-    db: AsyncSession, catalog: Catalog, name: str, plan: str, *, password: str | None = None, admin: bool = False
+    db: AsyncSession,
+    catalog: Catalog,
+    name: str,
+    plan: str,
+    *,
+    password: str | None = None,
+    admin: bool = False,
+    actor: str = "system",
+    request_id: str | None = None,
 ) -> User:
-    if not NAME_RE.match(name):
-        raise InvalidRequest("a user name is 1-64 letters, digits, '.', '_' or '-', starting with a letter or digit", field="name")
+    """Create ``name`` on ``plan`` (audited ``user_add``); no password means API tokens only."""
+    check_name(name)
     check_plan(catalog, plan)
-    if password is not None and len(password) < MIN_PASSWORD:
-        raise InvalidRequest(f"a password needs at least {MIN_PASSWORD} characters", field="password")
-    user = User(name=name, plan=plan, is_admin=admin, password_hash=hash_password(password) if password else None)
+    password_hash = await hash_password_off_loop(check_password(password)) if password is not None else None
+    user = User(name=name, plan=plan, is_admin=admin, password_hash=password_hash)
     db.add(user)
     try:
         await db.flush()
     except IntegrityError as exc:
         await db.rollback()
         raise Conflict(f"a user named '{name}' already exists") from exc
+    details = {"plan": plan, "admin": admin, "password": password is not None}
+    await append(
+        db,
+        AuditRecord(actor=actor, action="user_add", subject=name, result="ok", request_id=request_id, details=details),
+    )
     return user
 
 
-async def issue_token(db: AsyncSession, user: User) -> str:
-    token = new_token()
-    db.add(ApiToken(user_id=user.id, token_hash=token_digest(token)))
-    await db.flush()
-    return token
-
-
-def caller_by_token(token: str):
-    """The job (``storage/jobs.py``) that finds who holds API token ``token``; NotAuthenticated if nobody.
-
-    Read on every request, so a revoked token or a changed plan counts at once; the
-    User it returns is detached (read it, do not change it through a session)."""
-    digest = token_digest(token)
-
-    def job(conn: Connection) -> User:
-        row = conn.execute(
-            select(*User.__table__.c).join(ApiToken.__table__, ApiToken.user_id == User.id)
-            .where(ApiToken.token_hash == digest)
-        ).mappings().first()
-        if row is None:
-            raise NotAuthenticated("the API token is not valid")
-        return User(**row)
-
-    return job
-
-
-def caller_by_session(token: str):
-    """The job that finds whose browser session ``token`` is: (user, CSRF token); NotAuthenticated if none."""
-    digest = token_digest(token)
-
-    def job(conn: Connection) -> tuple[User, str]:
-        row = conn.execute(
-            select(*User.__table__.c, WebSession.csrf_token, WebSession.expires_at)
-            .join(WebSession.__table__, WebSession.user_id == User.id)
-            .where(WebSession.id_hash == digest)
-        ).mappings().first()
-        if row is None or as_utc(row["expires_at"]) < datetime.now(UTC):
-            raise NotAuthenticated("your session has expired; log in again", reason="session_expired")
-        fields = {k: v for k, v in row.items() if k not in ("csrf_token", "expires_at")}
-        return User(**fields), row["csrf_token"]
-
-    return job
-
-
-async def login(db: AsyncSession, name: str, password: str, ttl: int) -> tuple[str, WebSession, User]:
-    user = await db.scalar(select(User).where(User.name == name))
-    if not verify_password(user.password_hash if user else None, password) or user is None:
-        raise NotAuthenticated("wrong user name or password")
-    token = new_token("kys_")
-    session = WebSession(
-        id_hash=token_digest(token),
-        user_id=user.id,
-        csrf_token=secrets.token_urlsafe(24),
-        expires_at=datetime.now(UTC) + timedelta(seconds=ttl),
-    )
-    db.add(session)
-    await db.execute(delete(WebSession).where(WebSession.user_id == user.id, WebSession.expires_at < datetime.now(UTC)))
-    return token, session, user
-
-
-async def logout(db: AsyncSession, token: str) -> None:
-    await db.execute(delete(WebSession).where(WebSession.id_hash == token_digest(token)))
-
-
-
-async def change_plan(db: AsyncSession, catalog: Catalog, name: str, plan: str, *, actor: str, request_id: str | None = None) -> str:
+async def change_plan(
+    db: AsyncSession, catalog: Catalog, name: str, plan: str, *, actor: str, request_id: str | None = None
+) -> str:
     """Set ``name``'s plan and audit it; returns the old plan."""
-    from kynsey.audit import AuditRecord, append
-
     check_plan(catalog, plan)
     user = await get_user(db, name)
     old = user.plan
     user.plan = plan
     await append(
         db,
-        AuditRecord(actor=actor, action="plan_change", subject=name, result="ok", request_id=request_id, details={"from": old, "to": plan}),
+        AuditRecord(
+            actor=actor,
+            action="plan_change",
+            subject=name,
+            result="ok",
+            request_id=request_id,
+            details={"from": old, "to": plan},
+        ),
     )
     return old
+
+
+async def plans_in_use(db: AsyncSession) -> dict[str, list[str]]:
+    """Each plan some user is on, with those users' names (sorted)."""
+    in_use: dict[str, list[str]] = {}
+    for plan, name in await db.execute(select(User.plan, User.name).order_by(User.plan, User.name)):
+        in_use.setdefault(plan, []).append(name)
+    return in_use
+
+
+async def check_catalog_keeps_plans(db: AsyncSession, catalog: Catalog) -> None:
+    """Refuse a catalog that lacks a plan users are on (it would lock them out of every tier).
+
+    Kynsey refuses rather than moving those users to some default plan: which plan
+    they should have is the operator's call, and a silent move could take tiers away.
+    """
+    lost = {plan: names for plan, names in (await plans_in_use(db)).items() if plan not in catalog.plans}
+    if not lost:
+        return
+    users = "; ".join(f"plan '{plan}' has {_some(names)}" for plan, names in lost.items())
+    raise CatalogError(
+        catalog.source,
+        f"it lacks plans users are on ({users}): keep those plans, or first move the users "
+        f"to one of {', '.join(catalog.plans)} (kynsey user plan NAME PLAN)",
+        field="plans",
+    )
+
+
+def _some(names: list[str], shown: int = 10) -> str:
+    more = f" and {len(names) - shown} more" if len(names) > shown else ""
+    return f"{len(names)} user(s): {', '.join(names[:shown])}{more}"

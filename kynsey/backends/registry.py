@@ -27,7 +27,12 @@ def build_backend(name: str, config: BackendConfig, catalog: Catalog, settings: 
 
         return OpenAIBackend(name, config.hosts, api_key=config.api_key, **timeouts)
     if config.kind == "local":
-        from kynsey.backends.local import LocalBackend
+        try:
+            from kynsey.backends.local import LocalBackend
+        except ImportError as exc:  # installed without the `local` extra: show why, do not fail start-up
+            from kynsey.backends.unavailable import UnavailableBackend
+
+            return UnavailableBackend(name, "local", f"{exc}")
 
         tiers = [t for t in catalog.tiers.values() if t.backend == name]
         return LocalBackend(name, config, tiers, data_dir=settings.data_dir)

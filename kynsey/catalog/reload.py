@@ -1,7 +1,8 @@
 """Reload the catalog without a restart (SPEC F1).
 
 The new file is validated whole before anything changes: a bad file leaves the
-running catalog as it was. Backends whose configuration (or, for ``local``,
+running catalog as it was, and so does a file that lacks a plan users are on
+(refused with the plan and the users named; see ``check_catalog_keeps_plans``). Backends whose configuration (or, for ``local``,
 whose tiers) changed are rebuilt; the old ones are closed only once no stream
 uses them. Each instance also watches the file's modification time, so
 instances sharing the file pick a change up within a status refresh (SPEC N5).
@@ -13,6 +14,7 @@ import asyncio
 import logging
 from dataclasses import dataclass
 
+from kynsey.accounts.service import check_catalog_keeps_plans
 from kynsey.audit import AuditRecord, append
 from kynsey.backends.registry import build_backend
 from kynsey.catalog.loader import load_catalog
@@ -38,6 +40,8 @@ def _backend_key(catalog: Catalog, name: str) -> tuple:
 async def reload_catalog(rt, *, actor: str, request_id: str | None = None) -> ReloadResult:
     """Swap in the catalog file's current content and audit it; CatalogError leaves all as it was."""
     new = load_catalog(rt.settings.tiers)
+    async with rt.sessions() as db:
+        await check_catalog_keeps_plans(db, new)  # a plan users are on may not disappear
     async with rt.reload_lock:
         return await _swap_in(rt, new, actor=actor, request_id=request_id)
 
@@ -51,9 +55,7 @@ async def _swap_in(rt, new: Catalog, *, actor: str, request_id: str | None) -> R
     retired = [b for n, b in current.items() if n not in new.backends or n in rebuilt]
     rt.swap_catalog(new, {n: fresh.get(n) or current[n] for n in new.backends})  # copy on write
     for backend in retired:
-        task = asyncio.create_task(_retire(rt, backend), name=f"retire backend {backend.name}")
-        rt.tasks.append(task)
-        task.add_done_callback(rt.tasks.remove)
+        rt.spawn(_retire(rt, backend), f"retiring backend {backend.name}")
     await rt.monitor.refresh()
     result = ReloadResult(new.source, list(new.tiers), rebuilt)
     async with rt.sessions() as db:

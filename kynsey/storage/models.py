@@ -39,15 +39,21 @@ class User(Base):
     is_admin: Mapped[bool] = mapped_column(Boolean, default=False)
     active_tier: Mapped[str | None] = mapped_column(String(32))
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    # Set while the account is disabled: no login, no token, no session is accepted (migration 0007).
+    disabled_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
 
 
 class ApiToken(Base):
     __tablename__ = "api_tokens"
+    __table_args__ = {"sqlite_autoincrement": True}  # a revoked token's id is never reused (migration 0007)
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
     token_hash: Mapped[str] = mapped_column(String(64), unique=True)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    name: Mapped[str] = mapped_column(String(64), default="")
+    last_used_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    expires_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
 
 
 class WebSession(Base):
@@ -127,3 +133,25 @@ class FeatureFlag(Base):
     enabled_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     rollback_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     last_rollback: Mapped[str | None] = mapped_column(Text)
+
+
+class UpgradeRequest(Base):
+    """A user's request for another plan (SPEC F19); at most one pending per user.
+
+    That rule is the partial unique index ``uq_upgrade_requests_pending`` (user_id
+    WHERE status = 'pending') made by migration 0008. It is not declared here:
+    its dialect options would load the PostgreSQL and SQLite dialects at import,
+    and every CLI command imports this module (SPEC N7).
+    """
+
+    __tablename__ = "upgrade_requests"
+    __table_args__ = {"sqlite_autoincrement": True}  # ids are never reused: the audit log names requests by id
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    plan: Mapped[str] = mapped_column(String(64))
+    status: Mapped[str] = mapped_column(String(16), default="pending", index=True)
+    note: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    decided_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    decided_by: Mapped[str | None] = mapped_column(String(64))

@@ -16,6 +16,7 @@ from kynsey.logs import request_id_var
 from kynsey.web.errors import install_error_handlers
 from kynsey.web.routes import operations
 from kynsey.web.routes import admin, auth, conversations, health, tiers
+from kynsey.web.routes import catalog_status, upgrades
 
 STATIC = Path(__file__).parent / "static"
 SAFE_REQUEST_ID = re.compile(rb"[A-Za-z0-9._:-]{1,64}")  # a caller's id is kept only when it is safe to log and echo
@@ -65,6 +66,8 @@ def create_app(settings: Settings | None = None, runtime: Runtime | None = None)
     for module in (auth, tiers, conversations, health, admin):
         app.include_router(module.router)
     app.include_router(operations.router)
+    app.include_router(upgrades.router)
+    app.include_router(catalog_status.router)
     if STATIC.is_dir():
         app.mount("/", StaticFiles(directory=STATIC, html=True), name="static")
     app.add_middleware(RequestIdMiddleware)

@@ -8,7 +8,7 @@ from typing import Annotated
 from fastapi import Depends, Query, Request
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from kynsey.accounts.service import caller_by_session, caller_by_token
+from kynsey.accounts.service import caller_by_session, caller_by_token, touch_token
 from kynsey.errors import CsrfFailed, NotAuthenticated, PermissionDenied
 from kynsey.runtime import Runtime
 from kynsey.storage.models import User
@@ -49,7 +49,10 @@ async def current_user(request: Request, rt: RuntimeDep) -> User:
         scheme, _, token = header.partition(" ")
         if scheme.lower() != "bearer" or not token.strip():
             raise NotAuthenticated("the Authorization header must be 'Bearer <token>'")
-        return await rt.jobs.read(caller_by_token(token.strip()))
+        user, touch = await rt.jobs.read(caller_by_token(token.strip()))
+        if touch is not None:  # its last use, written once a minute at most, after this request's reply
+            rt.spawn(rt.jobs.run(touch_token(touch)), "record a token's last use")
+        return user
     cookie = request.cookies.get(SESSION_COOKIE)
     if cookie:
         user, csrf_token = await rt.jobs.read(caller_by_session(cookie))

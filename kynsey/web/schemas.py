@@ -82,3 +82,85 @@ class FlagIn(_Body):
     allow: list[Annotated[str, Field(max_length=64)]] | None = Field(
         None, max_length=1000, description="User names always in (unless the flag is off); replaces the list."
     )
+
+
+# -- accounts (SPEC F21) and upgrade requests (SPEC F19) ----------------------------------------
+class UserCreateIn(_Body):
+    name: str = Field(min_length=1, max_length=64)
+    plan: str = Field(min_length=1, max_length=64)
+    password: str | None = Field(None, max_length=1024, description="At least 8 characters; null: API tokens only.")
+    admin: bool = False
+
+
+class PasswordIn(_Body):
+    password: str = Field(min_length=1, max_length=1024)
+
+
+class DisabledIn(_Body):
+    disabled: bool
+
+
+class AdminRoleIn(_Body):
+    admin: bool
+
+
+class LogoutAllIn(_Body):
+    tokens: bool = Field(False, description="Also revoke every API token of the user.")
+
+
+class AdminUserPublic(UserPublic):
+    disabled: bool
+    created_at: str | None
+    tokens: int = Field(description="API tokens the user holds")
+
+
+class AdminUserListPublic(BaseModel):
+    users: list[AdminUserPublic]
+    plans: list[str] = Field(description="the plans the catalog declares")
+
+
+class TokenPublic(BaseModel):
+    id: int
+    user: str
+    name: str
+    created_at: str | None
+    last_used_at: str | None
+    expires_at: str | None
+    expired: bool
+
+
+class TokenListPublic(BaseModel):
+    tokens: list[TokenPublic]
+
+
+class RemovedPublic(BaseModel):
+    sessions: int = Field(description="browser sessions ended")
+    tokens: int = Field(description="API tokens revoked")
+    conversations: int = Field(description="conversations deleted")
+
+
+class UpgradeRequestIn(_Body):
+    plan: str = Field(min_length=1, max_length=64)
+    note: str | None = Field(None, max_length=500)
+
+
+class UpgradeRequestPublic(BaseModel):
+    id: int
+    plan: str
+    status: str = Field(description="pending | approved | declined")
+    note: str | None
+    created_at: str | None
+    decided_at: str | None
+    decided_by: str | None
+
+
+class UpgradeRequestListPublic(BaseModel):
+    requests: list[UpgradeRequestPublic]
+
+
+class AdminUpgradeRequestPublic(UpgradeRequestPublic):
+    user: str = Field(description="who asked")
+
+
+class AdminUpgradeRequestListPublic(BaseModel):
+    requests: list[AdminUpgradeRequestPublic]

@@ -16,7 +16,6 @@ import uvicorn
 from fastapi import FastAPI
 
 from kynsey.settings import Settings
-from kynsey.web.app import create_app
 
 # Beyond the grace period, what uvicorn allows for connections to close before it cancels them.
 CLOSE_MARGIN = 5.0
@@ -37,14 +36,7 @@ class KynseyServer(uvicorn.Server):
                 await asyncio.gather(drain, return_exceptions=True)
 
 
-def server(settings: Settings, host: str, port: int) -> KynseyServer:
-    app = create_app(settings)
-    config = uvicorn.Config(
-        app,
-        host=host,
-        port=port,
-        log_config=None,
-        access_log=False,
-        timeout_graceful_shutdown=settings.shutdown_grace + CLOSE_MARGIN,
-    )
-    return KynseyServer(config, app)
+def server_config(settings: Settings, app: FastAPI, **options) -> uvicorn.Config:
+    """uvicorn's settings for Kynsey: our logging, no access log, the shutdown bound."""
+    return uvicorn.Config(app, log_config=None, access_log=False,
+                          timeout_graceful_shutdown=settings.shutdown_grace + CLOSE_MARGIN, **options)

@@ -1,26 +1,37 @@
-"""Log in and out of the web page; who am I."""
+"""Log in and out of the web page; who am I; log out everywhere."""
 
 from __future__ import annotations
 
 from fastapi import APIRouter, Request, Response
 
 from kynsey.accounts import service as accounts
+from kynsey.accounts.lifecycle import log_out_everywhere
+from kynsey.accounts.sessions import LoginGuard
+from kynsey.runtime import Runtime
+from kynsey.storage.models import User
 from kynsey.switching.access import current_tier
-from kynsey.web.deps import SESSION_COOKIE, DbDep, RuntimeDep, UserDep
-from kynsey.web.schemas import LoginIn, SessionPublic, UserPublic
+from kynsey.web.deps import SESSION_COOKIE, DbDep, RequestIdDep, RuntimeDep, UserDep
+from kynsey.web.schemas import LoginIn, RemovedPublic, SessionPublic, UserPublic
 
 router = APIRouter(prefix="/api/auth", tags=["auth"])
 
 
-async def user_public(rt, user) -> UserPublic:
+async def user_public(rt: Runtime, user: User) -> UserPublic:
     tier = await current_tier(rt, user)
     return UserPublic(name=user.name, plan=user.plan, is_admin=user.is_admin, active_tier=tier.tier)
 
 
-@router.post("/login")
-async def login(body: LoginIn, response: Response, rt: RuntimeDep, db: DbDep) -> SessionPublic:
-    token, session, user = await accounts.login(db, body.name, body.password, rt.settings.session_ttl)
-    await db.commit()
+def login_guard(rt: Runtime) -> LoginGuard:
+    settings = rt.settings
+    return LoginGuard(rt.limiter, settings.login_account_limit, settings.login_address_limit, rt.metrics.login)
+
+
+@router.post("/login", responses={429: {"description": "too many failed logins for this name or address"}})
+async def login(body: LoginIn, request: Request, response: Response, rt: RuntimeDep, db: DbDep, rid: RequestIdDep) -> SessionPublic:
+    address = request.client.host if request.client else "unknown"
+    token, session, user = await accounts.login(
+        db, body.name, body.password, rt.settings.session_ttl, guard=login_guard(rt), address=address, request_id=rid
+    )
     response.set_cookie(
         SESSION_COOKIE,
         token,
@@ -40,6 +51,14 @@ async def logout(request: Request, response: Response, user: UserDep, db: DbDep)
         await accounts.logout(db, cookie)
         await db.commit()
     response.delete_cookie(SESSION_COOKIE, path="/")
+
+
+@router.post("/logout-everywhere")
+async def logout_everywhere(response: Response, user: UserDep, db: DbDep, rid: RequestIdDep) -> RemovedPublic:
+    """End every browser session of the caller (this one included); API tokens stay."""
+    removed = await log_out_everywhere(db, user.name, actor=user.name, request_id=rid)
+    response.delete_cookie(SESSION_COOKIE, path="/")
+    return RemovedPublic(sessions=removed.sessions, tokens=removed.tokens, conversations=removed.conversations)
 
 
 @router.get("/me")

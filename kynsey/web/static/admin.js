@@ -1,9 +1,13 @@
-// The admin page: users and their plans (change one: audited), the audit log
-// (admin-audit.js) and the operations dashboard (#dashboard, dashboard.js).
+// The admin page: upgrade requests (admin-upgrades.js), users from creation to removal
+// (admin-users.js), the catalog (admin-catalog.js), the audit log (admin-audit.js) and the
+// operations dashboard (#dashboard, dashboard.js).
 
 import * as api from "./api.js";
 import { el, show } from "./dom.js";
 import { initAudit, reloadAudit } from "./admin-audit.js";
+import { initCatalog, loadCatalog } from "./admin-catalog.js";
+import { initUpgrades, loadUpgrades } from "./admin-upgrades.js";
+import { initUsers, loadUsers } from "./admin-users.js";
 import { describeError } from "./words.js";
 
 const $ = (id) => document.getElementById(id);
@@ -21,63 +25,16 @@ async function boot() {
     refuse("This page is for admins, and your account is not one. Ask an admin if you need access.");
     return;
   }
-  show($("usersSection"), true);
-  show($("auditSection"), true);
-  await loadUsers();
+  for (const id of ["upgradesSection", "usersSection", "catalogSection", "auditSection"]) show($(id), true);
+  await initUsers(async () => { await loadUpgrades(); await loadCatalog(); await reloadAudit(); });
+  await initUpgrades(async () => { await loadUsers(); await loadCatalog(); await reloadAudit(); });
+  await initCatalog(async () => { await loadUsers(); });
   await initAudit();
 }
 
 function refuse(text) {
   $("adminError").replaceChildren(text, " ", el("a", { href: "/" }, "Go to the chat page"));
   show($("adminError"), true);
-}
-
-async function loadUsers() {
-  try {
-    const { users, plans } = await api.listUsers();
-    $("usersTable").tBodies[0].replaceChildren(...users.map((user) => userRow(user, plans)));
-  } catch (err) {
-    notice(`Couldn't load the users. ${describeError(err)}`, true);
-  }
-}
-
-function userRow(user, plans) {
-  const id = `plan-${user.name}`;
-  const select = el("select", { id }, ...plans.map((plan) => el("option", { value: plan, selected: plan === user.plan }, plan)));
-  const save = el("button", { type: "button", "aria-label": `Save the plan for ${user.name}` }, "Save");
-  save.addEventListener("click", () => savePlan(user, select, save));
-  return el("tr", { "data-user": user.name },
-    el("th", { scope: "row" }, user.name),
-    el("td", {}, user.is_admin ? "admin" : "user"),
-    el("td", {}, user.active_tier),
-    el("td", {}, el("div", { class: "plan-control" },
-      el("label", { for: id, class: "visually-hidden" }, `Plan for ${user.name}`), select, save)),
-  );
-}
-
-async function savePlan(user, select, button) {
-  if (select.value === user.plan) {
-    notice(`${user.name} is already on the ${user.plan} plan.`);
-    return;
-  }
-  button.disabled = true;
-  try {
-    const updated = await api.changePlan(user.name, select.value);
-    notice(`${updated.name} is now on the ${updated.plan} plan.`);
-    await loadUsers();
-    $(`plan-${user.name}`)?.focus(); // the row was redrawn: keep the keyboard user in place
-    await reloadAudit();
-  } catch (err) {
-    notice(`Couldn't change ${user.name}'s plan. ${describeError(err)}`, true);
-    button.disabled = false;
-  }
-}
-
-function notice(text, isError = false) {
-  const node = $("usersNotice");
-  node.textContent = text;
-  node.className = isError ? "error" : "notice";
-  show(node, true);
 }
 
 boot();

@@ -119,3 +119,19 @@ export function listAudit(filters = {}) {
   }
   return call("GET", `/api/admin/audit?${query}`);
 }
+
+// -- admin: accounts, upgrade requests, catalog ------------------------------
+const adminUser = (name) => `/api/admin/users/${encodeURIComponent(name)}`;
+
+export const createUser = (body) => call("POST", "/api/admin/users", body);
+export const resetPassword = (name, password) => call("PUT", `${adminUser(name)}/password`, { password });
+export const setDisabled = (name, disabled) => call("PUT", `${adminUser(name)}/disabled`, { disabled });
+export const setAdmin = (name, admin) => call("PUT", `${adminUser(name)}/admin`, { admin });
+export const deleteUser = (name) => call("DELETE", adminUser(name));
+export const logOutEverywhere = (name, tokens) => call("POST", `${adminUser(name)}/logout`, { tokens });
+export const listTokens = (name) => call("GET", `${adminUser(name)}/tokens`);
+export const revokeToken = (name, id) => call("DELETE", `${adminUser(name)}/tokens/${encodeURIComponent(id)}`);
+export const listUpgradeRequests = (status) => call("GET", `/api/admin/upgrade-requests${status ? `?status=${status}` : ""}`);
+export const decideUpgradeRequest = (id, verdict) => call("POST", `/api/admin/upgrade-requests/${encodeURIComponent(id)}/${verdict}`);
+export const catalogStatus = () => call("GET", "/api/catalog/status");
+export const reloadCatalog = () => call("POST", "/api/admin/catalog/reload");

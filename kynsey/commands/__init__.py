@@ -1,0 +1,1 @@
+"""The `kynsey` command line, one module per group of commands (assembled in ``kynsey.cli``)."""

@@ -1,0 +1,141 @@
+"""``kynsey serve``: check everything a start needs, then run the service.
+
+Every start-up failure an operator can cause ends as ``error: ...`` on standard
+error with exit status 2 (a bad setting or catalog) or 1 (something that does
+not answer or is taken), before the service logs a line:
+- the settings and the catalog (including plans users are on),
+- the database URL, the database itself and its migrations,
+- Redis, when ``KYNSEY_REDIS_URL`` is set: a bad URL stops the start; a Redis that
+  does not answer only warns, since rate limits fail open to memory while it is down,
+- the listening address (bound here, before the application starts, so a port
+  in use is not found after "Application startup complete").
+"""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import logging
+import socket
+import sys
+from typing import TYPE_CHECKING
+
+from kynsey.commands.common import database_failure, database_hint, fail, load_catalog_or_fail
+from kynsey.errors import CatalogError
+from kynsey.settings import Settings
+
+if TYPE_CHECKING:
+    from kynsey.catalog import Catalog
+
+REDIS_CHECK_TIMEOUT = 3.0
+
+
+def check_database(settings: Settings, catalog: Catalog) -> None:
+    """Migrate, then make sure the catalog keeps every plan users are on."""
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError, NoSuchModuleError, SQLAlchemyError
+
+    from kynsey.accounts.service import check_catalog_keeps_plans
+    from kynsey.storage.db import make_engine, make_sessionmaker
+    from kynsey.storage.migrate import upgrade
+
+    url = settings.effective_database_url
+    try:
+        make_url(url).get_dialect()
+    except (ArgumentError, NoSuchModuleError) as exc:
+        fail(f"bad KYNSEY_DATABASE_URL: {exc}", 2)
+
+    async def plans() -> None:
+        engine = make_engine(url)
+        try:
+            async with make_sessionmaker(engine)() as db:
+                await check_catalog_keeps_plans(db, catalog)
+        finally:
+            await engine.dispose()
+
+    try:
+        upgrade(url)
+        asyncio.run(plans())
+    except CatalogError as exc:
+        fail(str(exc), 2)
+    except (SQLAlchemyError, OSError) as exc:
+        fail(database_failure(settings, exc))
+
+
+def check_redis(settings: Settings) -> None:
+    if not settings.redis_url:
+        return
+    from redis.asyncio import Redis
+    from redis.exceptions import RedisError
+
+    async def ping() -> None:
+        client = Redis.from_url(
+            settings.redis_url, socket_connect_timeout=REDIS_CHECK_TIMEOUT, socket_timeout=REDIS_CHECK_TIMEOUT
+        )
+        try:
+            await client.ping()
+        finally:
+            await client.aclose()
+
+    try:
+        asyncio.run(ping())
+    except ValueError as exc:
+        fail(f"bad KYNSEY_REDIS_URL: {exc}", 2)
+    except (RedisError, OSError) as exc:
+        # Rate limits fail open to memory while Redis is down (kynsey/ratelimit.py): a restart during a
+        # Redis outage must not add an outage of its own. Say so, loudly, and start.
+        print(f"warning: Redis does not answer at KYNSEY_REDIS_URL ({type(exc).__name__}: {exc}); "
+              "rate limits count in this instance's memory until it does", file=sys.stderr)
+
+
+def bind(host: str, port: int) -> socket.socket:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((host, port))
+        sock.listen(2048)
+    except OSError as exc:
+        sock.close()
+        taken = " (the port is in use: stop what holds it, or pass --port)" if exc.errno == errno.EADDRINUSE else ""
+        fail(f"cannot listen on {host}:{port}: {exc.strerror or exc}{taken}")
+    except OverflowError as exc:
+        sock.close()
+        fail(f"cannot listen on {host}:{port}: {exc}", 2)
+    return sock
+
+
+def serve(settings: Settings, host: str, port: int) -> None:
+    from kynsey.logs import setup_logging
+    from kynsey.runtime import build_runtime
+    from kynsey.web.app import create_app
+    from kynsey.web.server import KynseyServer, server_config
+
+    catalog = load_catalog_or_fail(settings)
+    check_database(settings, catalog)
+    check_redis(settings)
+    sock = bind(host, port)
+    try:
+        runtime = build_runtime(settings, catalog)
+    except CatalogError as exc:  # e.g. a local tier whose model file is not there
+        sock.close()
+        fail(str(exc), 2)
+    setup_logging(settings.log_level, settings.log_format)
+    where = sock.getsockname()
+    logging.getLogger("kynsey").info(
+        "Kynsey serves http://%s:%d with catalog %s and database %s",
+        f"[{where[0]}]" if ":" in where[0] else where[0],
+        where[1],
+        catalog.source,
+        database_hint(settings),
+    )
+    app = create_app(settings, runtime)
+    server = KynseyServer(server_config(settings, app), app)
+    try:
+        server.run(sockets=[sock])
+    except KeyboardInterrupt:
+        pass
+    finally:
+        sock.close()
+    if not server.started:
+        fail("the service did not start: see the log above")
