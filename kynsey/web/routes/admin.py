@@ -12,7 +12,7 @@ from fastapi import APIRouter, Query
 from kynsey.accounts import service as accounts
 from kynsey.audit.query import AuditFilter, entry_public, recent
 from kynsey.catalog.reload import reload_catalog
-from kynsey.web.deps import AdminDep, DbDep, FilterText, RequestIdDep, RuntimeDep
+from kynsey.web.deps import AdminDep, DbDep, FilterText, RequestIdDep, RowId, RuntimeDep
 from kynsey.web.routes.auth import user_public
 from kynsey.web.schemas import AdminUsersPublic, AuditPagePublic, PlanIn, UserPublic
 
@@ -40,7 +40,7 @@ async def list_audit(
     result: FilterText = None,
     action: FilterText = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 100,
-    before_id: Annotated[int | None, Query(ge=1)] = None,
+    before_id: RowId = None,
 ) -> AuditPagePublic:
     where = AuditFilter(user=user or None, tier=tier or None, result=result or None, action=action or None)
     rows = await recent(db, where, limit=limit, before_id=before_id)
