@@ -12,7 +12,7 @@ import re
 from functools import cached_property
 from pathlib import Path
 
-from pydantic import AliasChoices, Field, field_validator
+from pydantic import AliasChoices, Field, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 RATE_RE = re.compile(r"^\s*(\d+)\s*/\s*(second|minute|hour|day)s?\s*$")
@@ -99,7 +99,7 @@ class Settings(BaseSettings):
 
     @field_validator("max_body_bytes")
     @classmethod
-    def _room_for_a_message(cls, value: int, info) -> int:
+    def _room_for_a_message(cls, value: int, info: ValidationInfo) -> int:
         chars = info.data.get("max_message_chars", 0)
         if value < 12 * chars:
             raise ValueError(f"{value} bytes cannot hold a message of {chars} characters; use at least {12 * chars}")

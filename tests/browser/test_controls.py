@@ -91,6 +91,7 @@ def test_shortcuts_work_and_the_question_mark_lists_them(server, page, fake_olla
     page.keyboard.press("Alt+KeyT")  # the tier picker, on the active tier
     expect(page.get_by_role("radiogroup", name="Model tier")).to_be_visible()
     expect(page.locator('#modelTierSelect [aria-checked="true"]')).to_be_focused()
+    shot(page, f"43-tier-picker-{name}")
     page.keyboard.press("Escape")
     expect(page.get_by_role("button", name="Change tier")).to_be_focused()
     page.keyboard.press("/")

@@ -15,8 +15,8 @@ from fastapi import Body
 from fastapi.responses import JSONResponse
 from playwright.sync_api import Page, expect
 
-from tests.browser.pages import LOOKS, add_user, log_in, open_selector, option, shot, use_look
 from kynsey.web.deps import UserDep
+from tests.browser.pages import LOOKS, add_user, log_in, open_selector, option, shot, use_look
 
 PATH = "/api/upgrade-requests"
 

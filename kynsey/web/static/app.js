@@ -114,6 +114,7 @@ function start() {
     main: document.querySelector("main.chat"), onPick: () => $("messageInput").focus(),
   });
   const inChat = (action) => () => {
+    if (!signedIn) return; // the login form is showing
     if (drawer.isOpen()) drawer.toggle();
     action();
   };

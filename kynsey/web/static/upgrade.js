@@ -13,7 +13,7 @@ const card = { node: null, tier: null, plan: null, adds: [], request: undefined,
 let hooks = { onSwitch: () => {}, onClose: () => {} };
 
 const planName = (slug) => (slug ? slug[0].toUpperCase() + slug.slice(1) : "");
-const when = (iso) => new Date(iso).toLocaleString([], { dateStyle: "medium", timeStyle: "short" });
+const when = (iso) => (iso ? new Date(iso).toLocaleString([], { dateStyle: "medium", timeStyle: "short" }) : "an earlier date");
 
 // hooks: onSwitch(slug) switches to a tier that is now allowed; onClose() after "Not now".
 export function initUpgradeCard(node, given) {
@@ -101,7 +101,7 @@ function stateText(unlocked) {
   if (r === undefined) return "Checking for an earlier request…";
   if (!r) return "An admin reviews each request; this card shows their answer.";
   if (r.status === "pending") return `You asked for the ${planName(r.plan)} plan on ${when(r.created_at)}. An admin will approve or decline it.`;
-  if (r.status === "declined") return `An admin declined your request of ${when(r.created_at)}${r.decided_at ? ` on ${when(r.decided_at)}` : ""}. You can ask again.`;
+  if (r.status === "declined") return `An admin declined your request of ${when(r.created_at)}. You can ask again.`;
   if (r.status === "approved") return `An admin approved your request on ${when(r.decided_at)}; your plan changes in a moment.`;
   return `Your request is ${r.status}.`;
 }
