@@ -13,7 +13,7 @@ from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
-from pydantic import AliasChoices, Field, field_validator
+from pydantic import AliasChoices, Field, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 if TYPE_CHECKING:
@@ -132,11 +132,23 @@ class Settings(BaseSettings):
     @classmethod
     def _check_login_rate(cls, value: str) -> str:
         return _rate(value)
+    max_body_bytes: int = Field(
+        1_048_576, ge=1024, description="Largest request body accepted, in bytes; a larger one gets 413 before it is "
+        "read. At least 12 x KYNSEY_MAX_MESSAGE_CHARS (JSON may spell a character in 12 bytes)."
+    )
 
     @field_validator("switch_rate_limit", "chat_rate_limit", "warm_rate_limit")
     @classmethod
     def _check_rate(cls, value: str) -> str:
         return _rate(value)
+
+    @field_validator("max_body_bytes")
+    @classmethod
+    def _room_for_a_message(cls, value: int, info: ValidationInfo) -> int:
+        chars = info.data.get("max_message_chars", 0)
+        if value < 12 * chars:
+            raise ValueError(f"{value} bytes cannot hold a message of {chars} characters; use at least {12 * chars}")
+        return value
 
     @field_validator("ollama_host")
     @classmethod

@@ -38,9 +38,21 @@ def _row(entry: AuditEntry) -> dict:
     return row
 
 
+# A spreadsheet runs a cell that starts with one of these as a formula (OWASP, "CSV Injection").
+FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+
+
+def _cell(value):
+    """A text cell a spreadsheet would read as a formula gets a leading apostrophe; the text stays legible."""
+    if isinstance(value, str) and value.startswith(FORMULA_START):
+        return "'" + value
+    return value
+
+
 def _csv_line(values: list) -> str:
     out = io.StringIO()
-    csv.writer(out, lineterminator="\n").writerow(values)
+    # RFC 4180's CRLF: only then does the writer quote a value holding a lone CR, which would split its row.
+    csv.writer(out, lineterminator="\r\n").writerow(values)
     return out.getvalue()
 
 
@@ -49,7 +61,7 @@ def format_entry(entry: AuditEntry, fmt: str) -> str:
     if fmt == "jsonl":
         return json.dumps(row, ensure_ascii=False) + "\n"
     row["details"] = json.dumps(row["details"], sort_keys=True) if row["details"] is not None else ""
-    return _csv_line(["" if row[c] is None else row[c] for c in COLUMNS])
+    return _csv_line(["" if row[c] is None else _cell(row[c]) for c in COLUMNS])
 
 
 async def export_chunks(

@@ -14,6 +14,7 @@ from kynsey.runtime import Runtime, build_runtime
 from kynsey.settings import Settings
 from kynsey.logs import request_id_var
 from kynsey.web.errors import install_error_handlers
+from kynsey.web.middleware import SecurityMiddleware
 from kynsey.web.routes import operations
 from kynsey.web.routes import admin, auth, conversations, health, tiers
 from kynsey.web.routes import catalog_status, upgrades
@@ -62,6 +63,7 @@ def create_app(settings: Settings | None = None, runtime: Runtime | None = None)
             await rt.aclose()
 
     app = FastAPI(title="Kynsey", version="0.1.0", lifespan=lifespan)
+    app.state.max_body_bytes = settings.max_body_bytes
     install_error_handlers(app)
     for module in (auth, tiers, conversations, health, admin):
         app.include_router(module.router)
@@ -70,5 +72,6 @@ def create_app(settings: Settings | None = None, runtime: Runtime | None = None)
     app.include_router(catalog_status.router)
     if STATIC.is_dir():
         app.mount("/", StaticFiles(directory=STATIC, html=True), name="static")
+    app.add_middleware(SecurityMiddleware, max_body_bytes=settings.max_body_bytes)
     app.add_middleware(RequestIdMiddleware)
     return app

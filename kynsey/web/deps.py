@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from datetime import datetime
 from typing import Annotated
 
 from fastapi import Depends, Query, Request
+from pydantic import AfterValidator
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from kynsey.accounts.service import caller_by_session, caller_by_token, touch_token
 from kynsey.errors import CsrfFailed, NotAuthenticated, PermissionDenied
 from kynsey.runtime import Runtime
-from kynsey.storage.models import User
+from kynsey.storage.models import User, as_utc
 
 SESSION_COOKIE = "kynsey_session"
 CSRF_HEADER = "x-csrf-token"
@@ -77,3 +79,17 @@ AdminDep = Annotated[User, Depends(current_admin)]
 
 # A text filter in a query string: short, and without NUL (PostgreSQL cannot compare text with NUL).
 FilterText = Annotated[str | None, Query(max_length=64, pattern=r"^[^\x00]*$")]
+
+# A row id in a query string: the id columns are 32-bit on PostgreSQL (and 64-bit on SQLite).
+RowId = Annotated[int | None, Query(ge=1, le=2**31 - 1)]
+
+
+def _in_utc(moment: datetime | None) -> datetime | None:
+    try:
+        return as_utc(moment)
+    except OverflowError:  # 0001-01-01T00:00+01:00 is in year 0 once in UTC
+        raise ValueError("is out of range once converted to UTC") from None
+
+
+# A moment in a query string (ISO 8601; without a zone it means UTC), handed on in UTC.
+UtcMoment = Annotated[datetime | None, Query(), AfterValidator(_in_utc)]

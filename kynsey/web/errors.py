@@ -15,11 +15,16 @@ from kynsey.errors import CatalogError, KynseyError
 
 log = logging.getLogger(__name__)
 
-HTTP_CODES = {404: "not_found", 405: "method_not_allowed", 400: "bad_request", 413: "too_large"}
+HTTP_CODES = {404: "not_found", 405: "method_not_allowed", 400: "bad_request", 413: "payload_too_large"}
+MAX_PROBLEMS = 20  # a body with a million bad fields must not answer a million problems
 
 
 def error_response(status: int, code: str, message: str, headers: dict | None = None, **details) -> JSONResponse:
     return JSONResponse({"error": {"code": code, "message": message, **details}}, status_code=status, headers=headers)
+
+
+def too_large_response(limit: int) -> JSONResponse:
+    return error_response(413, "payload_too_large", f"the request body is larger than {limit} bytes", limit=limit)
 
 
 def install_error_handlers(app: FastAPI) -> None:
@@ -33,15 +38,20 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
+        errors = exc.errors()
         problems = [
-            {"field": ".".join(str(p) for p in err["loc"][1:]) or "body", "problem": err["msg"]} for err in exc.errors()
+            {"field": ".".join(str(p) for p in err["loc"][1:]) or "body", "problem": err["msg"]}
+            for err in errors[:MAX_PROBLEMS]
         ]
         first = problems[0] if problems else {"field": "body", "problem": "invalid"}
         message = f"invalid request: {first['field']}: {first['problem']}"
-        return error_response(422, "invalid_request", message, problems=problems)
+        more = {"problems_total": len(errors)} if len(errors) > MAX_PROBLEMS else {}
+        return error_response(422, "invalid_request", message, problems=problems, **more)
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        if exc.status_code == 413:  # a streamed body grew past the limit (kynsey.web.middleware)
+            return too_large_response(request.app.state.max_body_bytes)
         code = HTTP_CODES.get(exc.status_code, "http_error")
         return error_response(exc.status_code, code, str(exc.detail), headers=getattr(exc, "headers", None))
 
@@ -58,7 +68,3 @@ def install_error_handlers(app: FastAPI) -> None:
         return error_response(503, "database_unavailable", "the database does not answer; try again shortly",
                               headers={"Retry-After": "2"})
 
-    @app.exception_handler(Exception)
-    async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
-        log.exception("unhandled error on %s %s", request.method, request.url.path)
-        return error_response(500, "internal", "an unexpected error occurred; it has been logged")

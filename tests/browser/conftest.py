@@ -41,7 +41,9 @@ def browser(db_url: str) -> Iterator[Browser]:
 
 @pytest.fixture
 def new_page(browser: Browser) -> Iterator:
-    """Open pages in fresh contexts (separate cookies); any uncaught page error fails the test."""
+    """Open pages in fresh contexts (separate cookies); any uncaught page error, or anything
+    the Content-Security-Policy had to block, fails the test: the pages must work under it.
+    A test that provokes the policy on purpose empties ``open_page.blocked``."""
     contexts, errors = [], []
 
     def open_page() -> Page:
@@ -50,12 +52,20 @@ def new_page(browser: Browser) -> Iterator:
         page = context.new_page()
         page.set_default_timeout(TIMEOUT_MS)
         page.on("pageerror", lambda exc: errors.append(f"{page.url}: {exc}"))
+        page.on("console", lambda msg: _note_blocked(msg, open_page.blocked))
         return page
 
+    open_page.blocked = []
     yield open_page
     for context in contexts:
         context.close()
     assert not errors, f"uncaught errors in the page: {errors}"
+    assert not open_page.blocked, f"the Content-Security-Policy blocked: {open_page.blocked}"
+
+
+def _note_blocked(message, blocked: list) -> None:
+    if message.type == "error" and "Content Security Policy" in message.text:
+        blocked.append(message.text)
 
 
 @pytest.fixture

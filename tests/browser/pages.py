@@ -55,6 +55,26 @@ def shot(page: Page, name: str) -> Path:
     return path
 
 
+# Every new page feature is checked in each of these: (name, colour scheme, viewport).
+LOOKS = [
+    ("desktop-light", "light", {"width": 1280, "height": 800}),
+    ("desktop-dark", "dark", {"width": 1280, "height": 800}),
+    ("phone-light", "light", {"width": 390, "height": 844}),
+    ("phone-dark", "dark", {"width": 390, "height": 844}),
+]
+
+
+def use_look(page: Page, scheme: str, viewport: dict) -> None:
+    """The system colour scheme and the window size; the page follows both live."""
+    page.set_viewport_size(viewport)
+    page.emulate_media(color_scheme=scheme)
+    expect(page.locator("html")).to_have_attribute("data-theme", scheme)
+
+
+def is_phone(viewport: dict) -> bool:
+    return viewport["width"] < 700
+
+
 def wait_until(condition: Callable[[], bool], what: str, timeout: float = 10.0) -> None:
     """Wait for a condition outside the page (a request the fake Ollama saw, a row)."""
     deadline = time.monotonic() + timeout

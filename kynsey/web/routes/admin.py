@@ -18,7 +18,7 @@ from kynsey.audit.query import AuditFilter, entry_public, recent
 from kynsey.catalog.reload import reload_catalog
 from kynsey.runtime import Runtime
 from kynsey.storage.models import User, iso_utc
-from kynsey.web.deps import AdminDep, DbDep, FilterText, RequestIdDep, RuntimeDep
+from kynsey.web.deps import AdminDep, DbDep, FilterText, RequestIdDep, RowId, RuntimeDep
 from kynsey.web.routes.auth import user_public
 from kynsey.web.schemas import (
     AdminRoleIn,
@@ -40,7 +40,7 @@ from kynsey.web.schemas import (
 
 router = APIRouter(prefix="/api/admin", tags=["admin"])
 
-RowId = Annotated[int, Path(ge=1, le=2**31 - 1)]  # ids are 32-bit on PostgreSQL
+PathId = Annotated[int, Path(ge=1, le=2**31 - 1)]  # ids are 32-bit on PostgreSQL
 
 
 async def admin_user(rt: Runtime, user: User, token_count: int) -> AdminUserPublic:
@@ -118,7 +118,7 @@ async def list_tokens(name: str, db: DbDep, admin: AdminDep) -> TokenListPublic:
 
 
 @router.delete("/users/{name}/tokens/{token_id}")
-async def revoke_token(name: str, token_id: RowId, db: DbDep, admin: AdminDep, rid: RequestIdDep) -> TokenPublic:
+async def revoke_token(name: str, token_id: PathId, db: DbDep, admin: AdminDep, rid: RequestIdDep) -> TokenPublic:
     return TokenPublic(**(await tokens.revoke_token(db, token_id, actor=admin.name, owner=name, request_id=rid)).public())
 
 
@@ -137,13 +137,13 @@ async def _decide(rt: Runtime, db, request_id: int, approve: bool, admin: User, 
 
 
 @router.post("/upgrade-requests/{request_id}/approve")
-async def approve(request_id: RowId, rt: RuntimeDep, db: DbDep, admin: AdminDep, rid: RequestIdDep) -> AdminUpgradeRequestPublic:
+async def approve(request_id: PathId, rt: RuntimeDep, db: DbDep, admin: AdminDep, rid: RequestIdDep) -> AdminUpgradeRequestPublic:
     """Approve: the user's plan becomes the one requested (audited ``upgrade_approve``)."""
     return await _decide(rt, db, request_id, True, admin, rid)
 
 
 @router.post("/upgrade-requests/{request_id}/decline")
-async def decline(request_id: RowId, rt: RuntimeDep, db: DbDep, admin: AdminDep, rid: RequestIdDep) -> AdminUpgradeRequestPublic:
+async def decline(request_id: PathId, rt: RuntimeDep, db: DbDep, admin: AdminDep, rid: RequestIdDep) -> AdminUpgradeRequestPublic:
     return await _decide(rt, db, request_id, False, admin, rid)
 
 
@@ -157,7 +157,7 @@ async def list_audit(
     result: FilterText = None,
     action: FilterText = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 100,
-    before_id: Annotated[int | None, Query(ge=1)] = None,
+    before_id: RowId = None,
 ) -> AuditPagePublic:
     where = AuditFilter(user=user or None, tier=tier or None, result=result or None, action=action or None)
     rows = await recent(db, where, limit=limit, before_id=before_id)

@@ -6,7 +6,6 @@ Every route takes ``AdminDep`` (cookie sessions need the CSRF token for PUT).
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from datetime import datetime
 from typing import Literal
 
 from fastapi import APIRouter
@@ -18,12 +17,10 @@ from kynsey.audit.verify import verify_chain
 from kynsey.rollout.dashboard import dashboard
 from kynsey.rollout.flags import check_name
 from kynsey.runtime import Runtime
-from kynsey.storage.models import as_utc
-from kynsey.web.deps import AdminDep, DbDep, FilterText, RequestIdDep, RuntimeDep
+from kynsey.web.deps import AdminDep, DbDep, FilterText, RequestIdDep, RuntimeDep, UtcMoment
 from kynsey.web.schemas import FlagIn
 
 router = APIRouter(prefix="/api/admin", tags=["operations"])
-
 
 
 @router.get("/flags/{name}")
@@ -55,11 +52,11 @@ async def export_audit(
     tier: FilterText = None,
     result: FilterText = None,
     action: FilterText = None,
-    since: datetime | None = None,
-    until: datetime | None = None,
+    since: UtcMoment = None,
+    until: UtcMoment = None,
 ) -> StreamingResponse:
     where = AuditFilter(user=user or None, tier=tier or None, result=result or None, action=action or None,
-                        since=as_utc(since), until=as_utc(until))
+                        since=since, until=until)
     headers = {"Content-Disposition": f'attachment; filename="kynsey-audit.{format}"'}
     return StreamingResponse(_export(rt, where, format), media_type=FORMATS[format], headers=headers)
 

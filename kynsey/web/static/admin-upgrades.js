@@ -15,7 +15,7 @@ export async function initUpgrades(afterDecision) {
 
 export async function loadUpgrades() {
   try {
-    const [{ requests }, { users }] = await Promise.all([api.listUpgradeRequests("pending"), api.listUsers()]);
+    const [{ requests }, { users }] = await Promise.all([api.listAllUpgradeRequests("pending"), api.listUsers()]);
     const planOf = Object.fromEntries(users.map((u) => [u.name, u.plan]));
     $("upgradesTable").tBodies[0].replaceChildren(...requests.map((r) => requestRow(r, planOf[r.user])));
     show($("upgradesTable"), requests.length > 0);

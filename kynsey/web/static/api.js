@@ -5,6 +5,7 @@ import { readEvents } from "./sse.js";
 
 let csrfToken = null;
 const unauthenticated = new Set();
+const succeeded = new Set();
 
 export class ApiError extends Error {
   constructor(status, error = {}, retryAfterHeader = null) {
@@ -19,6 +20,15 @@ export class ApiError extends Error {
 // Called with the ApiError whenever a request finds the session gone.
 export function onUnauthenticated(listener) {
   unauthenticated.add(listener);
+}
+
+// Called whenever Kynsey answers a request with success: it is reachable again.
+export function onSuccess(listener) {
+  succeeded.add(listener);
+}
+
+function ok(response) {
+  succeeded.forEach((listener) => listener(response));
 }
 
 async function send(method, path, body, accept = "application/json") {
@@ -52,6 +62,7 @@ async function failure(response, path) {
 async function call(method, path, body) {
   const response = await send(method, path, body);
   if (!response.ok) throw await failure(response, path);
+  ok(response);
   return response.status === 204 ? null : response.json();
 }
 
@@ -101,12 +112,18 @@ export async function reattach(id, messageId, onEvent) {
 async function stream(method, path, body, onEvent) {
   const response = await send(method, path, body, "text/event-stream");
   if (!response.ok) throw await failure(response, path);
+  ok(response);
   try {
     await readEvents(response.body, onEvent);
   } catch {
     throw new ApiError(0, { code: "stream_cut", message: "the connection closed during the reply" });
   }
 }
+
+// -- upgrade requests (SPEC F19) ----------------------------------------------
+// 201 {id, plan, status: "pending", note, created_at, decided_at, decided_by}; 409 while one is pending.
+export const requestUpgrade = (plan, note) => call("POST", "/api/upgrade-requests", note ? { plan, note } : { plan });
+export const listUpgradeRequests = () => call("GET", "/api/upgrade-requests"); // {requests: [...]}, newest first
 
 // -- admin -----------------------------------------------------------------
 export const listUsers = () => call("GET", "/api/admin/users");
@@ -131,7 +148,7 @@ export const deleteUser = (name) => call("DELETE", adminUser(name));
 export const logOutEverywhere = (name, tokens) => call("POST", `${adminUser(name)}/logout`, { tokens });
 export const listTokens = (name) => call("GET", `${adminUser(name)}/tokens`);
 export const revokeToken = (name, id) => call("DELETE", `${adminUser(name)}/tokens/${encodeURIComponent(id)}`);
-export const listUpgradeRequests = (status) => call("GET", `/api/admin/upgrade-requests${status ? `?status=${status}` : ""}`);
+export const listAllUpgradeRequests = (status) => call("GET", `/api/admin/upgrade-requests${status ? `?status=${status}` : ""}`);
 export const decideUpgradeRequest = (id, verdict) => call("POST", `/api/admin/upgrade-requests/${encodeURIComponent(id)}/${verdict}`);
 export const catalogStatus = () => call("GET", "/api/catalog/status");
 export const reloadCatalog = () => call("POST", "/api/admin/catalog/reload");

@@ -2,10 +2,15 @@
 // own module; this one only wires them to the page and to the session.
 
 import * as api from "./api.js";
-import { show } from "./dom.js";
-import { initChat, loadConversations, openFromHash } from "./chat.js";
-import { initSelector } from "./tier-select.js";
-import { bindTierUi, refreshTiers, setTierMessage, startPolling } from "./tiers.js";
+import { announce, show } from "./dom.js";
+import { initChat, loadConversations, newChat, openFromHash } from "./chat.js";
+import { initDrawer } from "./drawer.js";
+import { initShortcuts } from "./shortcuts.js";
+import { initThemeSwitch } from "./theme-switch.js";
+import { initSelector, setOpen as openTierPicker } from "./tier-select.js";
+import { chooseTier } from "./tier-switch.js";
+import { bindTierUi, onTiersChange, refreshTiers, setTierMessage, startPolling, state as tierState } from "./tiers.js";
+import { initUpgradeCard } from "./upgrade.js";
 import { describeError } from "./words.js";
 
 const $ = (id) => document.getElementById(id);
@@ -13,6 +18,7 @@ let started = false;
 let signedIn = false;
 
 function boot() {
+  initThemeSwitch($("themeToggle"));
   api.onUnauthenticated((err) => { if (signedIn) showLogin(describeError(err)); });
   $("loginForm").addEventListener("submit", onLogin);
   $("logoutButton").addEventListener("click", onLogout);
@@ -26,6 +32,7 @@ function showLogin(message) {
   signedIn = false;
   show($("appView"), false);
   show($("userMenu"), false);
+  show($("menuButton"), false);
   show($("loginView"), true);
   $("loginError").textContent = message;
   show($("loginError"), Boolean(message));
@@ -61,6 +68,7 @@ async function enter(user) {
   show($("adminLink"), user.is_admin);
   show($("loginView"), false);
   show($("userMenu"), true);
+  show($("menuButton"), true);
   show($("appView"), true);
   if (!started) start();
   try {
@@ -86,11 +94,14 @@ function start() {
     error: $("tierError"),
   });
   initSelector();
+  onTiersChange((body) => { $("userPlan").textContent = `${body.plan} plan`; }); // an approved upgrade shows at once
+  initUpgradeCard($("upgradeCard"), { onSwitch: chooseTier, onClose: () => $("tierToggle").focus() });
   initChat({
     list: $("conversationList"),
     newChat: $("newChat"),
     title: $("conversationTitle"),
     messages: $("messages"),
+    jump: $("jumpLatest"),
     empty: $("emptyChat"),
     error: $("chatError"),
     composer: $("composer"),
@@ -98,6 +109,33 @@ function start() {
     send: $("sendButton"),
   });
   startPolling();
+  const drawer = initDrawer({
+    button: $("menuButton"), drawer: $("sidebar"), backdrop: $("drawerBackdrop"), app: $("appView"),
+    main: document.querySelector("main.chat"), onPick: () => $("messageInput").focus(),
+  });
+  const inChat = (action) => () => {
+    if (!signedIn) return; // the login form is showing
+    if (drawer.isOpen()) drawer.toggle();
+    action();
+  };
+  initShortcuts({
+    dialog: $("helpDialog"),
+    table: $("shortcutTable"),
+    helpButton: $("helpButton"),
+    actions: {
+      newChat: inChat(newChat),
+      focusComposer: inChat(() => $("messageInput").focus()),
+      tierPicker: inChat(openPicker),
+    },
+  });
+}
+
+function openPicker() {
+  if (!tierState.enabled) {
+    announce("Switching tiers is turned off for you; the default tier answers.");
+    return;
+  }
+  openTierPicker(true);
 }
 
 boot();

@@ -4,16 +4,18 @@
 import * as api from "./api.js";
 import { clearAfter, show } from "./dom.js";
 import { conversationFromHash, renderConversationList } from "./chat-list.js";
+import { followPane } from "./follow.js";
 import { messageNode, paintMessage } from "./message-view.js";
 import { followReply } from "./reply.js";
 import { activeTier, poll as refreshTierStatus, tierName } from "./tiers.js";
 import { describeError } from "./words.js";
 
-const state = { conversations: [], current: null, messages: [], writing: new Set(), creating: false, ui: null };
+const state = { conversations: [], current: null, messages: [], writing: new Set(), creating: false, ui: null, pane: null };
 
 export function initChat(ui) {
   state.ui = ui;
-  ui.newChat.addEventListener("click", () => { startNew(); ui.input.focus(); });
+  state.pane = followPane(ui.messages, ui.jump);
+  ui.newChat.addEventListener("click", newChat);
   ui.composer.addEventListener("submit", (event) => { event.preventDefault(); submit(); });
   ui.input.addEventListener("keydown", (event) => {
     if (event.key !== "Enter" || event.shiftKey || event.isComposing) return;
@@ -40,6 +42,11 @@ export async function openFromHash() {
 
 function renderList() {
   renderConversationList(state.ui.list, state.conversations, state.current, remove);
+}
+
+export function newChat() {
+  startNew();
+  state.ui.input.focus();
 }
 
 function startNew() {
@@ -168,7 +175,7 @@ function renderMessages() {
   const { ui } = state;
   ui.messages.replaceChildren(...state.messages.map((m) => (m.node = messageNode(decorate(m)))));
   show(ui.empty, !state.messages.length);
-  ui.messages.scrollTop = ui.messages.scrollHeight;
+  state.pane.toLatest();
 }
 
 function append(...messages) {
@@ -178,14 +185,12 @@ function append(...messages) {
     state.ui.messages.append(msg.node);
   }
   show(state.ui.empty, false);
-  state.ui.messages.scrollTop = state.ui.messages.scrollHeight;
+  state.pane.toLatest(); // the user just sent something: show it, and follow the reply
 }
 
 function repaint(msg) {
-  const box = state.ui.messages;
-  const atBottom = box.scrollHeight - box.scrollTop - box.clientHeight < 80;
   if (msg.node) paintMessage(msg.node, decorate(msg));
-  if (atBottom) box.scrollTop = box.scrollHeight;
+  state.pane.grew();
 }
 
 function updateComposer() {

@@ -137,11 +137,12 @@
   }
 
   function chartFigure(title, minutes, series, options, summary) {
-    const canvas = el("canvas", { role: "img", "aria-label": `${title}. ${summary}`, style: "width:100%;height:180px" });
+    const canvas = el("canvas", { role: "img", "aria-label": `${title}. ${summary}`, class: "dashboard-canvas" });
     const legend = el("ul", { class: "dashboard-legend" });
     for (const s of series) {
-      legend.append(el("li", {}, el("span", { class: "swatch", style: `background:${s.color}`, "aria-hidden": "true" }),
-        ` ${s.name}`));
+      const swatch = el("span", { class: "swatch", "aria-hidden": "true" });
+      swatch.style.background = s.color; // CSSOM, not a style attribute: the CSP allows no inline style
+      legend.append(el("li", {}, swatch, ` ${s.name}`));
     }
     if (!series.length) legend.append(el("li", { text: "no data in the last hour" }));
     const figure = el("figure", { class: "dashboard-chart" }, el("figcaption", {},
@@ -270,16 +271,6 @@
     setInterval(() => { if (!document.hidden) refresh(); }, REFRESH_MS);
   }
 
-  const style = document.createElement("style");
-  style.textContent = `
-    .dashboard-charts { display: grid; gap: 1rem; grid-template-columns: repeat(auto-fit, minmax(320px, 1fr)); }
-    .dashboard-chart { margin: 0; padding: .75rem; border: 1px solid var(--border, #d1d9e0); border-radius: 8px; background: var(--panel, #fff); }
-    .dashboard-legend { list-style: none; padding: 0; margin: .25rem 0 0; display: flex; flex-wrap: wrap; gap: .25rem 1rem; font-size: .85rem; }
-    .dashboard-legend .swatch { display: inline-block; width: .8rem; height: .8rem; border-radius: 2px; vertical-align: middle; }
-    .dashboard-banner { padding: .75rem 1rem; margin: .5rem 0 1rem; border-radius: 8px; background: var(--error-bg, #fdecea); color: var(--error-text, #8a1c13); }
-    .dashboard-flag input[type=number] { width: 6rem; }
-  `;
-  document.head.append(style);
   if (document.readyState === "loading") document.addEventListener("DOMContentLoaded", start);
   else start();
 })();

@@ -1,6 +1,7 @@
 // One message in the conversation: who wrote it (for replies: the tier and
 // model that answered, and a note when a fallback answered), its text, its state.
 
+import { copyButton } from "./copy.js";
 import { el, fill, icon } from "./dom.js";
 import { renderMarkdown } from "./markdown.js";
 import { describeError } from "./words.js";
@@ -10,6 +11,8 @@ export function messageNode(msg) {
     el("header", { class: "msg-meta" }),
     el("div", { class: "msg-body" }),
     el("p", { class: "msg-state", hidden: true }),
+    el("div", { class: "msg-actions", hidden: true },
+      copyButton(msg.role === "user" ? "Copy your message as Markdown" : "Copy the reply as Markdown", () => msg.content)),
   );
   paintMessage(node, msg);
   return node;
@@ -19,6 +22,7 @@ export function paintMessage(node, msg) {
   paintMeta(node, msg);
   paintBody(node, msg);
   paintState(node, msg);
+  node.querySelector(".msg-actions").hidden = !msg.content || msg.status === "streaming";
 }
 
 function paintMeta(node, msg) {
@@ -51,7 +55,7 @@ export function paintBody(node, msg) {
   if (msg.role === "user") {
     body.textContent = msg.content;
   } else if (msg.content) {
-    renderMarkdown(body, msg.content);
+    renderMarkdown(body, msg.content, { streaming: msg.status === "streaming" });
   } else {
     fill(body, msg.status === "streaming" ? typing(msg) : "");
   }

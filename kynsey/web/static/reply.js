@@ -1,10 +1,27 @@
 // Fold a reply's stream events (start, delta, done, error) into its message
-// object, repainting at most once per animation frame.
+// object, repainting at most once per animation frame, and less often when a
+// repaint is costly: a long reply with code takes ~15 ms to render, so repaints
+// are spaced by three times their cost and the page keeps two thirds of its time.
+
+const SPACING = 3;
 
 export async function followReply(msg, run, repaint) {
   let frame = 0;
+  let timer = 0;
+  let cost = 0;
+  let last = 0;
+  const draw = () => {
+    frame = 0;
+    const started = performance.now();
+    repaint();
+    last = performance.now();
+    cost = last - started;
+  };
   const paint = () => {
-    if (!frame) frame = requestAnimationFrame(() => { frame = 0; repaint(); });
+    if (frame || timer) return;
+    const wait = last + SPACING * cost - performance.now();
+    if (wait <= 0) frame = requestAnimationFrame(draw);
+    else timer = setTimeout(() => { timer = 0; frame = requestAnimationFrame(draw); }, wait);
   };
   try {
     await run((name, data) => {
@@ -13,6 +30,7 @@ export async function followReply(msg, run, repaint) {
     });
   } finally {
     cancelAnimationFrame(frame);
+    clearTimeout(timer);
     repaint();
   }
 }

@@ -4,6 +4,7 @@
 import { warmTier } from "./api.js";
 import { findTier, renderTiers, reschedule, state } from "./tiers.js";
 import { chooseTier } from "./tier-switch.js";
+import { upgradeOpen } from "./upgrade.js";
 
 const WARM_AGAIN_MS = 2 * 60 * 1000;
 const MOVES = { ArrowDown: 1, ArrowRight: 1, ArrowUp: -1, ArrowLeft: -1 };
@@ -68,6 +69,7 @@ function onKey(event) {
 async function choose(option) {
   const { ui } = state;
   const switched = await chooseTier(option.dataset.tier);
+  if (upgradeOpen()) return setOpen(false); // the upgrade card took focus
   // Close like a select does, unless the user has moved on elsewhere meanwhile.
   if (!switched) return;
   const focusWasHere = ui.panel.contains(document.activeElement) || document.activeElement === document.body;

@@ -1,9 +1,10 @@
 // Choosing a tier: the plan's flowchart seen from the page. Locked -> the
-// upgrade prompt; unavailable -> why; else switch, showing the loading state
+// upgrade card; unavailable -> why; else switch, showing the loading state
 // until the model is ready (a 202 "warming" is polled until then).
 
 import { ApiError, setModelTier } from "./api.js";
 import { announce } from "./dom.js";
+import { hideUpgrade, showUpgrade } from "./upgrade.js";
 import { findTier, refreshTiers, renderTiers, setProgress, setTierMessage, state } from "./tiers.js";
 import { describeError, UNAVAILABLE, unavailableAdvice } from "./words.js";
 
@@ -15,9 +16,9 @@ export async function chooseTier(slug) {
   const tier = findTier(slug);
   if (!tier || state.switching) return false;
   setTierMessage("");
+  hideUpgrade();
   if (!tier.allowed) {
-    const prompt = tier.upgrade?.message || `${tier.display_name} is not part of your plan.`;
-    setTierMessage(`${prompt} Ask an admin to change your plan.`);
+    showUpgrade(tier); // an offer, not an error
     return false;
   }
   if (UNAVAILABLE.has(tier.status)) {

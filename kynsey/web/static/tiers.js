@@ -9,7 +9,7 @@ import { describeError } from "./words.js";
 const POLL_MS = 15000;
 const FAST_POLL_MS = 1500; // while a tier warms up
 
-export const state = { tiers: [], enabled: true, switching: null, focused: null, ui: null };
+export const state = { tiers: [], plan: null, enabled: true, switching: null, focused: null, ui: null };
 const listeners = new Set();
 let pollTimer = null;
 let progressTimer = null;
@@ -30,6 +30,7 @@ export function onTiersChange(listener) {
 export async function refreshTiers() {
   const body = await api.getModelTiers();
   state.tiers = body.tiers;
+  state.plan = body.plan;
   state.enabled = body.switching_enabled !== false; // missing means on
   if (messageFromPoll) setTierMessage("");
   renderTiers();
@@ -79,6 +80,12 @@ export function setProgress(text, started = Date.now()) {
 export function startPolling() {
   reschedule();
   document.addEventListener("visibilitychange", () => { if (!document.hidden) poll(); });
+  // "Out of date" stops being true the moment Kynsey answers anything: say so, and catch up.
+  api.onSuccess(() => {
+    if (!messageFromPoll) return;
+    setTierMessage("");
+    poll();
+  });
 }
 
 export function reschedule() {
