@@ -92,7 +92,7 @@ class Settings(BaseSettings):
         50, ge=1, description="Rollback guard: replies after start (or re-enable) whose median is the latency baseline."
     )
     guard_sustain_seconds: float = Field(
-        30.0, ge=0, description="Rollback guard: a breach must hold this long (re-checked on every sample) before it trips."
+        60.0, ge=0, description="Rollback guard: a breach must hold this long (re-checked on every sample) before it trips."
     )
     db_connect_timeout: float = Field(5.0, gt=0, description="Seconds to connect to PostgreSQL before it counts as down.")
     db_statement_timeout: float = Field(

@@ -260,3 +260,15 @@ def test_after_a_downgrade_the_locked_tier_shows_and_switching_away_frees_the_us
     resp = client.post("/api/models/tier", json={"tier": "standard"})
     assert resp.status_code == 200 and resp.json()["status"] == "ready" and resp.json()["previous"] == "pro"
     assert send(client, cid, "back on standard")[0][1]["tier"] == "standard"
+
+
+def test_the_next_message_sent_the_moment_done_arrives_is_accepted_with_the_whole_history(server, fake_ollama):
+    """'done' goes out before the final save commits: the next turn waits for that save, never a 409."""
+    client = server.client(server.add_user("alice", "pro"))
+    cid = new_conversation(client)
+    for i in range(15):
+        evts = send(client, cid, f"turn {i}")
+        assert evts[-1][0] == "done", evts[-1]
+    sent = chat_requests(fake_ollama)[-1]["messages"]
+    assert [m["content"] for m in sent][-3:] == ["turn 13", "Echo: turn 13", "turn 14"]
+    assert len(sent) == 29

@@ -44,6 +44,7 @@ async def send_message(rt: Runtime, user: User, conversation_id: str, content: s
     await rt.limiter.hit(rt.settings.chat_rate_limit, "chat", str(user.id), tier.tier)
     turn = Turn(conversation_id, user.id, conversations.new_id(), conversations.new_id(), content, tier.tier,
                 backends[tier.backend].canonical(tier.model_id), _title(content), datetime.now(UTC))
+    await rt.replies.settled(conversation_id)  # the previous reply's final save, if still under way
     history = await rt.jobs.run(begin_turn(turn))  # committed before any backend is called
     live = LiveReply(turn.reply_id, conversation_id, user.id, turn.asked_id)
     chain = fallback_chain(catalog, user.plan, tier)
