@@ -26,6 +26,7 @@ import asyncio
 import contextlib
 import json
 import os
+import sys
 import threading
 import time
 
@@ -118,8 +119,10 @@ async def concurrent(make, count: int) -> tuple[float, int, int, int]:
     elapsed = time.perf_counter() - started
     tokens = sum(r[1] for r in results if isinstance(r, tuple))
     hung = sum(1 for r in results if isinstance(r, TimeoutError))
-    errors = sum(1 for r in results if isinstance(r, BaseException)) - hung
-    return tokens / elapsed, tokens, errors, hung
+    failures = [r for r in results if isinstance(r, BaseException) and not isinstance(r, TimeoutError)]
+    for why in sorted({f"{type(r).__name__}: {r}"[:200] for r in failures})[:3]:
+        print(f"  a stream failed: {why}", file=sys.stderr)
+    return tokens / elapsed, tokens, len(failures), hung
 
 
 class PeakRss:

@@ -19,7 +19,7 @@ from typing import TextIO
 
 _STANDARD = set(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {"message", "asctime", "color_message"}
 
-# Set by the web app's RequestIdMiddleware for the life of one request (tasks it starts inherit it).
+# Set by the web app's EdgeMiddleware for the life of one request (tasks it starts inherit it).
 request_id_var: ContextVar[str | None] = ContextVar("kynsey_request_id", default=None)
 
 

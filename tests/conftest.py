@@ -11,7 +11,6 @@ from pathlib import Path
 
 import pytest
 from sqlalchemy import text
-from sqlalchemy.engine import make_url
 
 from kynsey.settings import Settings
 from kynsey.storage.db import make_engine

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import socket
 import threading
 import time
 from collections.abc import Awaitable, Callable
@@ -17,6 +18,26 @@ from kynsey.settings import Settings
 from kynsey.web.app import create_app
 
 T = TypeVar("T")
+
+
+def eventually(check: Callable[[], T], what: str, timeout: float = 20.0, every: float = 0.05) -> T:
+    """Poll ``check`` until it returns a truthy value, and return it. It waits on a state, never
+    for a fixed time, and asserts nothing about how long that took (a busy machine is slow)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = check()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(every)
+
+
+def free_port() -> int:
+    """A port nothing listens on now (for a server a test starts in a process of its own)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
 
 
 class LiveServer:

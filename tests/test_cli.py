@@ -13,7 +13,7 @@ from typer.testing import CliRunner
 
 from kynsey.cli import app
 from tests.conftest import OLLAMA_TIERS
-from tests.test_crash_recovery import free_port
+from tests.live import free_port
 
 
 @pytest.fixture

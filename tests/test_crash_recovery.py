@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -18,14 +17,10 @@ from sqlalchemy import select
 from kynsey.storage.db import make_engine
 from kynsey.storage.models import Message
 from tests.sse import events
+from tests.live import eventually, free_port
 
 PYTHON_CLI = [sys.executable, "-m", "kynsey.cli"]
 
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def cli(env: dict, *args: str) -> str:
@@ -61,14 +56,6 @@ def stored_reply_text(db_url: str, message_id: str) -> str:
     return asyncio.run(read())
 
 
-def poll(check, what: str, attempts: int = 200):
-    for _ in range(attempts):
-        value = check()
-        if value:
-            return value
-        time.sleep(0.05)
-    raise AssertionError(f"never saw {what}")
-
 
 def test_sigkill_mid_reply_keeps_the_message_and_the_partial_reply(db_url, fake_ollama, tmp_path):
     env = {
@@ -92,7 +79,7 @@ def test_sigkill_mid_reply_keeps_the_message_and_the_partial_reply(db_url, fake_
             stream = events(resp)
             name, start = next(stream)
             assert name == "start" and next(stream)[0] == "delta"
-            poll(lambda: stored_reply_text(db_url, start["message_id"]), "partial text saved")
+            eventually(lambda: stored_reply_text(db_url, start["message_id"]), "partial text saved")
             os.kill(proc.pid, signal.SIGKILL)
             proc.wait(timeout=10)
     finally:
@@ -104,7 +91,7 @@ def test_sigkill_mid_reply_keeps_the_message_and_the_partial_reply(db_url, fake_
             messages = client.get(f"/api/conversations/{cid}").json()["messages"]
             return messages if messages[-1]["status"] == "interrupted" else None
 
-        messages = poll(recovered, "the reply marked interrupted")
+        messages = eventually(recovered, "the reply marked interrupted")
         assert [(m["role"], m["status"]) for m in messages] == [("user", "complete"), ("assistant", "interrupted")]
         assert messages[0]["content"] == "keep me"
         partial = messages[1]["content"]

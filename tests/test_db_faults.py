@@ -12,7 +12,6 @@ memory and saved once the database is back.
 from __future__ import annotations
 
 import asyncio
-import time
 from collections.abc import Iterator
 
 import httpx
@@ -25,6 +24,7 @@ from kynsey.storage.models import Message
 from tests.pg import private_database
 from tests.proxy import FaultProxy
 from tests.sse import collect, events, text_of
+from tests.live import eventually
 
 FAST_DB = dict(db_connect_timeout=1.0, db_statement_timeout=1.0, db_pool_timeout=2.0, status_timeout=1.0)
 
@@ -49,16 +49,6 @@ def stored(direct_url: str, message_id: str) -> Message:
 
     return asyncio.run(read())
 
-
-def wait_for(predicate, what: str, timeout: float = 20.0):
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.1)
 
 
 def check_every_route_answers_503(client: httpx.Client, cid: str) -> None:
@@ -90,13 +80,13 @@ def test_postgres_down_or_frozen_is_503_on_every_route_and_recovers_without_rest
     proxy.cut()
     check_every_route_answers_503(client, cid)
     proxy.restore()  # recovery needs no restart (a first request may still meet a connection cut meanwhile)
-    wait_for(lambda: client.get("/api/conversations").status_code == 200, "recovery after an outage")
-    wait_for(lambda: client.get("/readyz").status_code == 200, "ready again")
+    eventually(lambda: client.get("/api/conversations").status_code == 200, "recovery after an outage")
+    eventually(lambda: client.get("/readyz").status_code == 200, "ready again")
 
     proxy.freeze()  # connections stay open but nothing answers: every answer is bounded by the timeouts
     check_every_route_answers_503(client, cid)
     proxy.restore()
-    wait_for(lambda: client.get("/api/conversations").status_code == 200, "recovery after a freeze")
+    eventually(lambda: client.get("/api/conversations").status_code == 200, "recovery after a freeze")
     assert client.get("/api/models/tiers").status_code == 200
 
 
@@ -128,7 +118,7 @@ def test_a_database_fault_ends_open_replies_at_once_and_keeps_their_text(
     assert 9 <= len(said.split()) < 300  # it stopped soon after the fault, not at the end
 
     proxy.restore()
-    row = wait_for(lambda: (r := stored(direct, message_id)).status == "interrupted" and r, "the kept reply to be saved")
+    row = eventually(lambda: (r := stored(direct, message_id)).status == "interrupted" and r, "the kept reply to be saved")
     assert row.content == said  # everything the client saw, nothing it did not
     replay = client.get(f"/api/conversations/{cid}").json()["messages"][-1]
     assert (replay["status"], replay["content"]) == ("interrupted", said)
@@ -162,7 +152,7 @@ def test_a_reply_that_ends_while_the_database_is_down_is_saved_when_it_is_back(
     assert seen[-1][0] == "done" and text_of(seen) == fake_ollama.reply
     assert client.get(f"/api/conversations/{cid}").status_code == 503  # reading needs the database
     proxy.restore()
-    row = wait_for(lambda: (r := stored(direct, seen[0][1]["message_id"])).status == "complete" and r,
+    row = eventually(lambda: (r := stored(direct, seen[0][1]["message_id"])).status == "complete" and r,
                    "the final save after the outage", timeout=30)
     assert row.content == fake_ollama.reply
     reattached = collect(client, "GET", f"/api/conversations/{cid}/messages/{seen[0][1]['message_id']}/stream")

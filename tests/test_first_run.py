@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from tests.sse import collect, text_of
-from tests.test_crash_recovery import free_port
+from tests.live import free_port
 from tests.test_serve_startup import run_briefly
 
 ROOT = Path(__file__).resolve().parent.parent

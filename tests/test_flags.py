@@ -5,13 +5,13 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import time
 
 from sqlalchemy import event, select
 
 from kynsey.rollout.flags import FLAG, FlagState, bucket
 from kynsey.storage.models import AuditEntry
 from tests.sse import collect
+from tests.live import eventually
 
 FLAG_URL = f"/api/admin/flags/{FLAG}"
 PRO = "qwen2.5:14b-instruct"
@@ -27,16 +27,6 @@ def audit_rows(server, action: str | None = None) -> list[AuditEntry]:
 
     return server.call(work)
 
-
-def eventually(check, what: str, timeout: float = 15.0):
-    """Poll ``check`` until it returns a truthy value (no assertion on how long it took)."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = check()
-        if value:
-            return value
-        assert time.monotonic() < deadline, f"never happened: {what}"
-        time.sleep(0.05)
 
 
 def run_cli(db_url: str, *args: str) -> subprocess.CompletedProcess:

@@ -9,7 +9,6 @@ someone else's request is saved ``interrupted``, never ``complete``.
 
 from __future__ import annotations
 
-import socket
 import subprocess
 import sys
 import threading
@@ -22,6 +21,7 @@ import pytest
 from kynsey.backends.local_models import packaged_models
 from tests.sse import events, text_of
 from tests.test_chat import new_conversation
+from tests.live import free_port
 
 PROMPT = "List the numbers from 1 to 300, one per line."
 CATALOG = """
@@ -40,11 +40,6 @@ backend = "llamacpp"
 options = {{ temperature = 0, max_tokens = 120 }}
 """
 
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 @pytest.fixture(scope="module")

@@ -7,7 +7,7 @@ import pytest
 
 from kynsey.catalog.reload import reload_catalog
 from tests.servers.fake_openai import FakeOpenAI
-from tests.sse import collect, events, text_of
+from tests.sse import events, text_of
 from tests.test_chat import chat_requests, new_conversation, send
 
 STANDARD, PRO = "llama3.2:3b-instruct-fp16", "qwen2.5:14b-instruct"

@@ -18,7 +18,7 @@ import pytest
 
 from kynsey.logs import pick_format
 from tests.conftest import OLLAMA_TIERS
-from tests.test_crash_recovery import free_port
+from tests.live import free_port
 
 
 def env_for(tmp_path, **extra: str) -> dict[str, str]:

@@ -188,6 +188,15 @@ class OllamaBackend(HttpBackend):
         for line in lines:
             if not line.strip():
                 continue
+            try:  # the common line, a token, without building a chunk for it; anything else in full
+                data = orjson.loads(line)
+                text = data["message"]["content"] if data.__class__ is dict and data.get("done") is False else None
+                if text.__class__ is str and "error" not in data:
+                    if text:
+                        texts.append(text)
+                    continue
+            except (orjson.JSONDecodeError, KeyError, TypeError):
+                pass
             try:
                 piece = cls._chunk(model, line, got_text or bool(texts))
             except BackendError as exc:

@@ -20,7 +20,7 @@ CSRF_HEADER = "x-csrf-token"
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 
 
-def get_runtime(request: Request) -> Runtime:
+async def get_runtime(request: Request) -> Runtime:  # async: a plain def would run in a thread pool
     return request.app.state.runtime
 
 
@@ -35,7 +35,7 @@ async def get_db(rt: RuntimeDep) -> AsyncIterator[AsyncSession]:
 DbDep = Annotated[AsyncSession, Depends(get_db)]
 
 
-def request_id(request: Request) -> str:
+async def request_id(request: Request) -> str:
     return request.scope.get("request_id", "-")
 
 

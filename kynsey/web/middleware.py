@@ -1,6 +1,7 @@
-"""ASGI middleware around the whole app: security headers, an up-front body limit,
-and the one place an unexpected error becomes a 500 (so even that answer carries
-the headers and the request id).
+"""The one ASGI middleware around the whole app: a request id, security headers, an
+up-front body limit, and the one place an unexpected error becomes a 500 (so even
+that answer carries the headers and the request id). One layer, not one per
+concern: every message of every SSE stream passes through it.
 
 The body limit works in two steps: a declared ``Content-Length`` over it is
 refused before the app runs; a streamed (chunked) body is counted as it arrives
@@ -13,14 +14,17 @@ from __future__ import annotations
 
 import logging
 import re
+import secrets
 
 from starlette.datastructures import Headers
 from starlette.exceptions import HTTPException
 
+from kynsey.logs import request_id_var
 from kynsey.web.errors import error_response, too_large_response
 
 log = logging.getLogger(__name__)
 CONTROL_CHARS = re.compile(r"[\x00-\x1f\x7f]")
+SAFE_REQUEST_ID = re.compile(rb"[A-Za-z0-9._:-]{1,64}")  # a caller's id is kept only when it is safe to log and echo
 
 # What a page of Kynsey may load and do. Only its own scripts, styles and images
 # (data: for the browser's own form controls), no inline script or style, no plugins,
@@ -52,8 +56,10 @@ class BodyTooLarge(HTTPException):
         super().__init__(413, "the request body is too large")
 
 
-class SecurityMiddleware:
-    """Security headers on every response; an unexpected error answers a logged JSON 500.
+class EdgeMiddleware:
+    """Every request gets an id (or keeps the caller's safe ``X-Request-ID``), echoed back and
+    stamped on its log lines; every response carries the security headers; an unexpected
+    error answers a logged JSON 500.
 
     Refused before the app runs: a declared ``Content-Length`` over ``max_body_bytes``
     (413 ``payload_too_large``, none of the body read) and a path with a control
@@ -67,15 +73,26 @@ class SecurityMiddleware:
     async def __call__(self, scope, receive, send) -> None:
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
+        given = next((v for k, v in scope["headers"] if k == b"x-request-id"), b"")
+        rid = given.decode() if SAFE_REQUEST_ID.fullmatch(given) else secrets.token_hex(8)
+        scope["request_id"] = rid
+        headers = [*SECURITY_HEADERS, (b"x-request-id", rid.encode())]
         started = False
 
         async def send_with_headers(message) -> None:
             nonlocal started
             if message["type"] == "http.response.start":
                 started = True
-                message["headers"] = [*message.get("headers", []), *SECURITY_HEADERS]
+                message["headers"] = [*message.get("headers", []), *headers]
             await send(message)
 
+        token = request_id_var.set(rid)  # every log line of this request carries its id
+        try:
+            await self._handle(scope, receive, send_with_headers, lambda: started)
+        finally:
+            request_id_var.reset(token)
+
+    async def _handle(self, scope, receive, send_with_headers, started) -> None:
         limit, seen = self.max_body_bytes, 0
 
         async def receive_limited():
@@ -96,7 +113,7 @@ class SecurityMiddleware:
         try:
             await self.app(scope, receive_limited, send_with_headers)
         except Exception as exc:
-            if started:
+            if started():
                 raise  # the answer is already under way: the server closes the connection
             if isinstance(exc, BodyTooLarge):  # read outside a FastAPI handler
                 return await too_large_response(limit)(scope, receive, send_with_headers)

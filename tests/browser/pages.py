@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
 from pathlib import Path
 
 from playwright.sync_api import Locator, Page, expect
+from tests.live import eventually
 
 PASSWORD = "correct horse battery"
 SCREENSHOTS = Path(__file__).resolve().parents[2] / "test-output" / "screenshots"
@@ -77,8 +77,4 @@ def is_phone(viewport: dict) -> bool:
 
 def wait_until(condition: Callable[[], bool], what: str, timeout: float = 10.0) -> None:
     """Wait for a condition outside the page (a request the fake Ollama saw, a row)."""
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.02)
+    eventually(condition, what, timeout, every=0.02)

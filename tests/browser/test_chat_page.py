@@ -10,7 +10,7 @@ from playwright.sync_api import expect
 from sqlalchemy import delete
 
 from kynsey.storage.models import WebSession
-from tests.browser.pages import PRO, STANDARD, add_user, log_in, open_selector, option, reply, send, shot, wait_until
+from tests.browser.pages import PRO, STANDARD, add_user, log_in, open_selector, option, reply, send, shot
 
 CODE_REPLY = "Here is a function:\n\n```python\ndef add(a, b):\n    return a + b\n```\n\nIt **adds** two numbers."
 
