@@ -19,6 +19,10 @@ from kynsey.settings import Settings
 
 # Beyond the grace period, what uvicorn allows for connections to close before it cancels them.
 CLOSE_MARGIN = 5.0
+# How long an idle connection stays open (uvicorn's default is 5 s). A client that reuses a connection
+# the server is closing at that moment gets a reset on its POST, which it may not retry; keeping idle
+# connections as long as nginx's default (75 s) makes that rare for clients that pause between turns.
+KEEP_ALIVE = 75
 
 
 class KynseyServer(uvicorn.Server):
@@ -38,5 +42,5 @@ class KynseyServer(uvicorn.Server):
 
 def server_config(settings: Settings, app: FastAPI, **options) -> uvicorn.Config:
     """uvicorn's settings for Kynsey: our logging, no access log, the shutdown bound."""
-    return uvicorn.Config(app, log_config=None, access_log=False,
+    return uvicorn.Config(app, log_config=None, access_log=False, timeout_keep_alive=KEEP_ALIVE,
                           timeout_graceful_shutdown=settings.shutdown_grace + CLOSE_MARGIN, **options)
