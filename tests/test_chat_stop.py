@@ -104,3 +104,21 @@ def test_a_reply_another_instance_writes_is_not_running_here(server):
     server.call(lambda rt: rt.jobs.run(job))
     resp = client.post(f"/api/conversations/{cid}/messages/{mid}/stop")
     assert resp.status_code == 409 and resp.json()["error"]["code"] == "not_running_here"
+
+
+def test_a_reply_can_be_stopped_before_its_first_token(server, fake_ollama):
+    """A model still loading sends no event yet: the reply's ids are in the stream's headers."""
+    client = server.client(server.add_user("alice", "pro"))
+    cid = new_conversation(client)
+    fake_ollama.first_token_delay = 60  # a cold model that takes a minute to load
+    with client.stream("POST", f"/api/conversations/{cid}/messages", json={"content": "hello?"}) as resp:
+        assert resp.headers["x-conversation-id"] == cid
+        mid, asked = resp.headers["x-message-id"], resp.headers["x-user-message-id"]
+        wait_until(lambda: any(path == "/api/chat" for path, _ in fake_ollama.requests), "the chat request to reach the model")
+        answer = client.post(f"/api/conversations/{cid}/messages/{mid}/stop").json()
+        evts = list(events(resp))
+    assert answer["stopped"] is True and answer["message"]["status"] == "stopped" and answer["message"]["content"] == ""
+    assert evts == [("error", {"code": "stopped", "message": "stopped by the user"})]
+    wait_until(lambda: fake_ollama.clients_gone == 1, "the fake Ollama to see Kynsey give up the chat request")
+    messages = client.get(f"/api/conversations/{cid}").json()["messages"]
+    assert [(m["id"], m["status"]) for m in messages] == [(asked, "complete"), (mid, "stopped")]

@@ -100,7 +100,10 @@ def test_search_finds_titles_and_any_message_text_and_escapes_wildcards(server, 
     assert titles(alice, "100%") == ["What is 100% of nothing?"]
     assert titles(alice, "%") == ["What is 100% of nothing?"]  # '%' is a character, not a wildcard
     assert titles(alice, "e_c") == ["snake_case or camelCase"] and titles(alice, "e_x") == []
-    assert titles(alice, "  ") == titles(alice) and len(titles(alice)) == 4
+    start(alice, "paths: C:\\temp/a_b")
+    assert titles(alice, "C:\\temp/") == ["paths: C:\\temp/a_b"]  # the escape characters match themselves
+    assert titles(alice, "\\") == ["paths: C:\\temp/a_b"] and titles(alice, "p/a") == ["paths: C:\\temp/a_b"]
+    assert titles(alice, "  ") == titles(alice) and len(titles(alice)) == 5
     hit = alice.get("/api/conversations", params={"q": "trams"}).json()["conversations"][0]
     assert hit["snippet"] == "…runs through the city, and trams climb its hills."
     assert alice.get("/api/conversations", params={"q": "lisbon"}).json()["conversations"][0]["snippet"] is None

@@ -23,9 +23,12 @@ SearchText = Annotated[str | None, Query(max_length=QUERY_MAX, pattern=r"^[^\x00
 
 
 def _stream(live: LiveReply, status: int = 200, first: bytes = b"", headers: dict | None = None) -> StreamingResponse:
+    """A reply's events. Its ids are in the headers too, so a client can stop it before its first token."""
     events = _after(first, stream_live(live)) if first else stream_live(live)
+    ids = {"X-Conversation-Id": live.conversation_id, "X-Message-Id": live.message_id,
+           "X-User-Message-Id": live.user_message_id}
     return StreamingResponse(events, status_code=status, media_type="text/event-stream",
-                             headers={**SSE_HEADERS, **(headers or {})})
+                             headers={**SSE_HEADERS, **ids, **(headers or {})})
 
 
 async def _after(first: bytes, events: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
