@@ -72,22 +72,7 @@ def begin_turn(turn: Turn):
     """The job: ownership (or the new conversation), idle check, the history along the tree, then the rows."""
 
     def job(conn: Connection) -> Opened:
-        if turn.create:
-            conn.execute(insert(CONVERSATIONS), {
-                "id": turn.conversation_id, "user_id": turn.user_id, "title": turn.title,
-                "created_at": turn.at, "updated_at": turn.at, "current_leaf_id": turn.reply_id})
-            earlier, leaf_id, title = [], None, turn.title
-        else:
-            leaf_id, title = _owned(conn, turn.conversation_id, turn.user_id)
-            earlier = conn.execute(
-                select(MESSAGES.c.id, MESSAGES.c.parent_id, MESSAGES.c.role, MESSAGES.c.content,
-                       MESSAGES.c.status, MESSAGES.c.seq)
-                .where(MESSAGES.c.conversation_id == turn.conversation_id)
-                .order_by(MESSAGES.c.seq)
-            ).all()
-            earlier = [_settle(m, turn.settled[m.id]) if m.id in turn.settled else m for m in earlier]
-            if any(m.status == "streaming" for m in earlier):
-                raise Conflict("a reply in this conversation is still being written; wait for it or re-attach to it")
+        earlier, leaf_id, title = _open(conn, turn)
         path = _history_path(turn, earlier, leaf_id)
         seq = (earlier[-1].seq if earlier else 0) + 1
         common = {"conversation_id": turn.conversation_id, "created_at": turn.at, "updated_at": turn.at}
@@ -110,6 +95,26 @@ def begin_turn(turn: Turn):
         return Opened(history, asked_id)
 
     return job
+
+
+def _open(conn: Connection, turn: Turn) -> tuple[list, str | None, str]:
+    """The conversation's messages (every version), shown leaf and title, once it is known to be the
+    caller's and idle; a new conversation is inserted instead (it has none)."""
+    if turn.create:
+        conn.execute(insert(CONVERSATIONS), {
+            "id": turn.conversation_id, "user_id": turn.user_id, "title": turn.title,
+            "created_at": turn.at, "updated_at": turn.at, "current_leaf_id": turn.reply_id})
+        return [], None, turn.title
+    leaf_id, title = _owned(conn, turn.conversation_id, turn.user_id)
+    earlier = conn.execute(
+        select(MESSAGES.c.id, MESSAGES.c.parent_id, MESSAGES.c.role, MESSAGES.c.content, MESSAGES.c.status, MESSAGES.c.seq)
+        .where(MESSAGES.c.conversation_id == turn.conversation_id)
+        .order_by(MESSAGES.c.seq)
+    ).all()
+    earlier = [_settle(m, turn.settled[m.id]) if m.id in turn.settled else m for m in earlier]
+    if any(m.status == "streaming" for m in earlier):
+        raise Conflict("a reply in this conversation is still being written; wait for it or re-attach to it")
+    return earlier, leaf_id, title
 
 
 def _settle(row, final: dict[str, Any]) -> SimpleNamespace:

@@ -213,3 +213,33 @@ def test_a_refused_first_message_leaves_no_conversation_and_keeps_the_draft(star
     expect(page.locator("#chatError")).to_have_text(re.compile(r"^Too many messages"))
     expect(page.get_by_role("textbox", name="Edit your message")).to_have_value("one, edited")
     expect(page.locator("#messages article")).to_have_count(2)
+
+
+def test_a_first_message_sent_while_the_page_still_loads_is_not_wiped(server, page, fake_ollama):
+    """The page opens the conversation named in its address once its list has loaded; a first
+    message sent before that (no address yet) must stay, and become that conversation."""
+    add_user(server, "alice", "pro")
+    held: dict[str, list] = {"GET": [], "POST": []}
+    listing = re.compile(r".*/api/conversations$")
+
+
+    def hold(route):  # the first list and the first new conversation wait; later requests go through
+        waiting = held[route.request.method]
+        if waiting:
+            route.continue_()
+        else:
+            waiting.append(route)
+
+    page.route(listing, hold)
+    log_in(page, server, "alice")  # the page waits for its conversation list
+    send(page, "first")  # the new conversation waits too
+    expect(page.locator("#messages article")).to_have_count(2)
+    while not (held["GET"] and held["POST"]):
+        page.wait_for_timeout(20)  # lets Playwright hand over the requests it holds
+    held["GET"][0].continue_()  # the list arrives: the page looks at its address (none yet)
+    expect(page.locator("#conversationList")).to_have_text("No conversations yet.")
+    held["POST"][0].continue_()
+    done(page)
+    expect(bodies(page)).to_have_text(["first", "Echo: first"])
+    expect(page.locator("#conversationList .conv-open")).to_have_text(["first"])
+    assert "#c=" in page.url

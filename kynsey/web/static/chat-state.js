@@ -6,8 +6,9 @@ import { paintActions } from "./message-actions.js";
 import { messageNode, paintMessage } from "./message-view.js";
 import { tierName } from "./tiers.js";
 
-// writing: conversation id (null: a new chat not created yet) -> the reply being written there.
-export const state = { conversations: [], current: null, messages: [], writing: new Map(), query: "", ui: null, pane: null };
+// writing: conversation id (null: a new chat not created yet) -> the reply being written there;
+// view: counts what was opened (a conversation, a new chat), so late answers know if it is still shown.
+export const state = { conversations: [], current: null, messages: [], writing: new Map(), view: 0, query: "", ui: null, pane: null };
 
 export const busy = () => state.writing.has(state.current);
 

@@ -76,8 +76,11 @@ export async function loadConversations() {
 
 export async function openFromHash() {
   const id = conversationFromHash();
-  if (!id) startNew();
-  else if (id !== state.current || !state.messages.length) await openConversation(id);
+  if (!id) {
+    if (state.current !== null || !state.messages.length) startNew(); // never wipe a first message being sent
+  } else if (id !== state.current || !state.messages.length) {
+    await openConversation(id);
+  }
 }
 
 function renderList() {
@@ -97,6 +100,7 @@ export function newChat() {
 }
 
 function startNew() {
+  state.view += 1;
   state.current = null;
   state.messages = [];
   if (location.hash) history.pushState(null, "", location.pathname);
@@ -107,8 +111,8 @@ function startNew() {
 }
 
 // A new chat's first message created its conversation: it is the one shown, unless the user moved on.
-function adoptNew(id) {
-  if (state.current !== null) return;
+function adoptNew(id, view) {
+  if (state.view !== view) return;
   state.current = id;
   history.pushState(null, "", `#c=${encodeURIComponent(id)}`);
   updateComposer();
@@ -120,6 +124,7 @@ function named(conversation) {
 }
 
 async function openConversation(id) {
+  state.view += 1;
   state.current = id;
   setChatError("");
   renderList();

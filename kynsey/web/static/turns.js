@@ -10,7 +10,7 @@ import { followReply } from "./reply.js";
 import { activeTier, findTier, poll as refreshTierStatus } from "./tiers.js";
 import { describeError } from "./words.js";
 
-// onCreated(id): a new chat now has an id; onConversation({id, title}); afterReply(): a reply ended;
+// onCreated(id, view): the new chat opened as ``view`` now has an id; onConversation({id, title}); afterReply(): a reply ended;
 // onEditRefused(msg, text): the server refused an edit (nothing was stored).
 let hooks = { onCreated() {}, onConversation() {}, afterReply() {}, onEditRefused() {} };
 
@@ -114,10 +114,11 @@ function restore(messages) {
 // page showed when the server refused the request before storing anything.
 async function stream(id, reply, asked, run, undo = null) {
   let key = id;
+  const view = state.view;
   state.writing.set(key, reply);
   updateComposer();
   const relay = (onEvent) => run((name, data) => {
-    if (name === "accepted") key = accepted(key, reply, asked, data);
+    if (name === "accepted") key = accepted(key, view, reply, asked, data);
     else if (name === "conversation") hooks.onConversation(data);
     onEvent(name, data);
   });
@@ -144,12 +145,12 @@ async function stream(id, reply, asked, run, undo = null) {
   }
 }
 
-function accepted(key, reply, asked, data) {
+function accepted(key, view, reply, asked, data) {
   if (key === null && data.conversation_id) { // a new chat's first message: its conversation exists now
     state.writing.delete(null);
     key = data.conversation_id;
     state.writing.set(key, reply);
-    hooks.onCreated(key);
+    hooks.onCreated(key, view);
   }
   adopt(reply, data.message_id);
   if (asked && data.user_message_id) {
