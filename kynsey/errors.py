@@ -14,6 +14,7 @@ KynseyError (500 internal)
 │   ├── UnknownTier (404 unknown_tier)
 │   └── ConversationNotFound (404 conversation_not_found)
 ├── Conflict (409 conflict)
+│   └── NotRunningHere (409 not_running_here: a reply another instance is writing)
 ├── RateLimited (429 rate_limited: carries retry_after)
 ├── FeatureDisabled (403 feature_disabled)
 ├── TierUnavailable (503 or 409 tier_unavailable: carries status and reason)
@@ -86,6 +87,10 @@ class ConversationNotFound(NotFound):
 
 class Conflict(KynseyError):
     status, code = 409, "conflict"
+
+
+class NotRunningHere(Conflict):
+    code = "not_running_here"
 
 
 class RateLimited(KynseyError):

@@ -8,6 +8,7 @@ from sqlalchemy import func, select
 
 from kynsey.storage.models import AuditEntry, Conversation, Message
 from tests.sse import collect
+from tests.live import eventually
 
 PASSWORD = "correct horse battery"
 
@@ -135,8 +136,10 @@ def test_tokens_are_listed_and_a_revoked_one_fails_at_once(server, admin):
     tokens = admin.get("/api/admin/users/ann/tokens").json()["tokens"]
     assert len(tokens) == 1 and tokens[0]["last_used_at"] is None and tokens[0]["expires_at"] is None
     assert server.client(first).get("/api/auth/me").status_code == 200
-    used = admin.get("/api/admin/users/ann/tokens").json()["tokens"][0]
-    assert used["last_used_at"] is not None and used["user"] == "ann"
+    # The last use is written after the answer (off the request's path): wait for it, do not race it.
+    used = eventually(lambda: (t := admin.get("/api/admin/users/ann/tokens").json()["tokens"][0])["last_used_at"] and t,
+                      "the token's last use to be recorded")
+    assert used["user"] == "ann"
     assert admin.delete(f"/api/admin/users/root/tokens/{used['id']}").status_code == 404  # not root's token
     resp = admin.delete(f"/api/admin/users/ann/tokens/{used['id']}")
     assert resp.status_code == 200 and resp.json()["id"] == used["id"]

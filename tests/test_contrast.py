@@ -27,6 +27,8 @@ PAIRS = [
     ("muted", "panel", TEXT, "figures, model names, labels"),
     ("muted", "subtle", TEXT, "badges"),
     ("muted", "user-bg", TEXT, "Copy on your messages"),
+    ("muted", "selected-bg", TEXT, "a search snippet under the current conversation"),
+    ("bg", "text", TEXT, "the Stop button"),
     ("link", "panel", TEXT, "links in replies"),
     ("link", "bg", TEXT, "links on the page"),
     ("accent-text", "accent", TEXT, "primary buttons"),

@@ -81,3 +81,29 @@ def test_account_lifecycle_migration_keeps_tokens_working_and_never_reuses_their
     finally:
         upgrade(database_url)
         asyncio.run(_execute(database_url, "DELETE FROM users"))
+
+
+def test_existing_conversations_become_a_linear_chain_of_messages(database_url):
+    """0009: each message's parent is the one before it; the last one is the shown leaf."""
+    columns = "(id, conversation_id, seq, role, content, status, created_at, updated_at)"
+    rows = [("u1", 1, "user", "hi"), ("a1", 2, "assistant", "hello"), ("u2", 3, "user", "more"), ("a2", 4, "assistant", "sure")]
+    try:
+        _back_to(
+            database_url,
+            "0008_upgrade_requests",
+            "INSERT INTO users (name, is_admin, created_at, plan) VALUES ('old-ann', false, CURRENT_TIMESTAMP, 'standard')",
+            "INSERT INTO conversations (id, user_id, title, created_at, updated_at) "
+            "SELECT c, id, 't', CURRENT_TIMESTAMP, CURRENT_TIMESTAMP FROM users, (SELECT 'c1' AS c UNION SELECT 'c2') AS ids",
+            *(f"INSERT INTO messages {columns} VALUES ('{mid}', 'c1', {seq}, '{role}', '{text}', 'complete', "
+              "CURRENT_TIMESTAMP, CURRENT_TIMESTAMP)" for mid, seq, role, text in rows),
+        )
+        upgrade(database_url)
+        chain = asyncio.run(_execute(database_url, "SELECT id, parent_id FROM messages ORDER BY seq"))
+        assert [tuple(r) for r in chain] == [("u1", None), ("a1", "u1"), ("u2", "a1"), ("a2", "u2")]
+        leaves = asyncio.run(_execute(database_url, "SELECT id, current_leaf_id FROM conversations ORDER BY id"))
+        assert [tuple(r) for r in leaves] == [("c1", "a2"), ("c2", None)]  # an empty one has no leaf
+        downgrade(database_url, "0008_upgrade_requests")  # and back: the messages stay
+        assert len(asyncio.run(_execute(database_url, "SELECT id FROM messages"))) == 4
+    finally:
+        upgrade(database_url)
+        asyncio.run(_execute(database_url, "DELETE FROM users"))

@@ -50,7 +50,6 @@ class ReplyStore:
         self.flush_seconds = flush_seconds
         self.stale_seconds = stale_seconds
         self._saves: set[asyncio.Task] = set()
-        self._saving: dict[str, asyncio.Task] = {}  # message id -> its final save under way
 
     async def update(self, message_id: str, **values: Any) -> None:
         """Change a reply's row now (its tier when a fallback answers); raises on a database error."""
@@ -67,18 +66,9 @@ class ReplyStore:
         self.live.unsaved[message_id] = values
         task = asyncio.create_task(self._write_final(message_id, values), name=f"save reply {message_id}")
         self._saves.add(task)
-        self._saving[message_id] = task
-        task.add_done_callback(lambda t: (self._saves.discard(t), self._saving.pop(message_id, None)))
+        task.add_done_callback(self._saves.discard)
         done, _ = await asyncio.wait({task}, timeout=FINAL_SAVE_WAIT)
         return bool(done) and task.result()
-
-    async def settled(self, conversation_id: str) -> None:
-        """Wait (at most ``FINAL_SAVE_WAIT`` s) for the final saves under way in ``conversation_id``:
-        a client may send its next message the moment it has 'done', before the save commits."""
-        pending = [task for mid, task in self._saving.items()
-                   if (reply := self.live.get(mid)) is not None and reply.conversation_id == conversation_id]
-        if pending:
-            await asyncio.wait(pending, timeout=FINAL_SAVE_WAIT)
 
     async def _write_final(self, message_id: str, values: dict[str, Any]) -> bool:
         try:

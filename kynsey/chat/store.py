@@ -1,16 +1,19 @@
 """The chat path's database work, as jobs (``kynsey/storage/jobs.py``): each runs whole in one
 transaction, in one hop on SQLite.
 
-A turn's job checks the conversation is the caller's and idle, reads its history,
-and commits the user's message with an empty 'streaming' reply, before any
-backend is called (SPEC F5): one job, not a dozen round trips, because it sits
-on every reply's time to first token.
+A turn's job checks the conversation is the caller's and idle, reads its history
+(the path of the message tree the new message hangs from, ``chat/tree.py``), and
+commits the user's message with an empty 'streaming' reply, before any backend
+is called (SPEC F5): one job, not a dozen round trips, because it sits on every
+reply's time to first token. Editing a message, regenerating a reply and a
+conversation's first message (which creates it) go through the same job.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
+from types import SimpleNamespace
 from typing import Any
 
 from sqlalchemy import bindparam, insert, select, update
@@ -18,7 +21,8 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.exc import IntegrityError
 
 from kynsey.backends.base import ChatMessage
-from kynsey.errors import Conflict, ConversationNotFound
+from kynsey.chat import tree
+from kynsey.errors import Conflict, ConversationNotFound, NotFound
 from kynsey.storage.models import Conversation, Message
 
 CONVERSATIONS = Conversation.__table__
@@ -32,52 +36,115 @@ PROGRESS = (
 
 @dataclass(frozen=True, slots=True)
 class Turn:
-    """A user's message and the reply row it opens, ready to insert."""
+    """A turn to open: the reply row, and the user's message it answers unless it regenerates one.
+
+    - send: ``content`` set, no ``target_id``: a new question after the shown leaf.
+    - edit: ``content`` set, ``target_id`` a user message: a new version of it, beside it.
+    - regenerate: no ``content``, ``target_id`` an assistant message: a new version of it.
+    ``create``: the conversation is new too (its first message); it is inserted in the same job.
+    """
 
     conversation_id: str
     user_id: int
-    asked_id: str
     reply_id: str
-    content: str
     tier: str
     model: str
-    title: str
     at: datetime
+    content: str | None = None
+    asked_id: str | None = None
+    title: str = ""
+    target_id: str | None = None
+    create: bool = False
+    # Replies this process has ended whose final save may not have landed yet (``LiveReplies.unsaved``):
+    # a reply that ended a moment ago is not "still being written", and its final text is the history.
+    settled: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class Opened:
+    """What a turn's job hands back: the history to send, and the user message the reply answers."""
+
+    history: list[ChatMessage]
+    asked_id: str
 
 
 def begin_turn(turn: Turn):
-    """The job: ownership, idle check, history, then both rows; returns the history to send."""
+    """The job: ownership (or the new conversation), idle check, the history along the tree, then the rows."""
 
-    def job(conn: Connection) -> list[ChatMessage]:
-        owner = conn.execute(
-            select(CONVERSATIONS.c.user_id, CONVERSATIONS.c.title).where(CONVERSATIONS.c.id == turn.conversation_id)
-        ).first()
-        if owner is None or owner.user_id != turn.user_id:
-            raise ConversationNotFound(f"there is no conversation {turn.conversation_id[:40]!r} for you")
-        earlier = conn.execute(
-            select(MESSAGES.c.role, MESSAGES.c.content, MESSAGES.c.status, MESSAGES.c.seq)
-            .where(MESSAGES.c.conversation_id == turn.conversation_id)
-            .order_by(MESSAGES.c.seq)
-        ).all()
-        if any(m.status == "streaming" for m in earlier):
-            raise Conflict("a reply in this conversation is still being written; wait for it or re-attach to it")
+    def job(conn: Connection) -> Opened:
+        earlier, leaf_id, title = _open(conn, turn)
+        path = _history_path(turn, earlier, leaf_id)
         seq = (earlier[-1].seq if earlier else 0) + 1
         common = {"conversation_id": turn.conversation_id, "created_at": turn.at, "updated_at": turn.at}
+        rows, asked_id = [], path[-1].id if turn.content is None else turn.asked_id
+        if turn.content is not None:
+            rows.append({**common, "id": turn.asked_id, "parent_id": path[-1].id if path else None, "seq": seq,
+                         "role": "user", "content": turn.content, "status": "complete", "tier": None, "model": None})
+        rows.append({**common, "id": turn.reply_id, "parent_id": asked_id, "seq": seq + len(rows), "role": "assistant",
+                     "content": "", "status": "streaming", "tier": turn.tier, "model": turn.model})
         try:
-            conn.execute(insert(MESSAGES), [
-                {**common, "id": turn.asked_id, "seq": seq, "role": "user", "content": turn.content,
-                 "status": "complete", "tier": None, "model": None},
-                {**common, "id": turn.reply_id, "seq": seq + 1, "role": "assistant", "content": "",
-                 "status": "streaming", "tier": turn.tier, "model": turn.model},
-            ])
+            conn.execute(insert(MESSAGES), rows)
         except IntegrityError as exc:
             raise Conflict("another message was sent to this conversation at the same moment; reload it") from exc
-        conn.execute(update(CONVERSATIONS).where(CONVERSATIONS.c.id == turn.conversation_id)
-                     .values(updated_at=turn.at, title=owner.title or turn.title))
-        history = [ChatMessage(m.role, m.content) for m in earlier if m.content and m.status != "failed"]
-        return [*history, ChatMessage("user", turn.content)]
+        if not turn.create:
+            conn.execute(update(CONVERSATIONS).where(CONVERSATIONS.c.id == turn.conversation_id)
+                         .values(updated_at=turn.at, title=title or turn.title, current_leaf_id=turn.reply_id))
+        history = [ChatMessage(m.role, m.content) for m in path if m.content and m.status != "failed"]
+        if turn.content is not None:
+            history.append(ChatMessage("user", turn.content))
+        return Opened(history, asked_id)
 
     return job
+
+
+def _open(conn: Connection, turn: Turn) -> tuple[list, str | None, str]:
+    """The conversation's messages (every version), shown leaf and title, once it is known to be the
+    caller's and idle; a new conversation is inserted instead (it has none)."""
+    if turn.create:
+        conn.execute(insert(CONVERSATIONS), {
+            "id": turn.conversation_id, "user_id": turn.user_id, "title": turn.title,
+            "created_at": turn.at, "updated_at": turn.at, "current_leaf_id": turn.reply_id})
+        return [], None, turn.title
+    leaf_id, title = _owned(conn, turn.conversation_id, turn.user_id)
+    earlier = conn.execute(
+        select(MESSAGES.c.id, MESSAGES.c.parent_id, MESSAGES.c.role, MESSAGES.c.content, MESSAGES.c.status, MESSAGES.c.seq)
+        .where(MESSAGES.c.conversation_id == turn.conversation_id)
+        .order_by(MESSAGES.c.seq)
+    ).all()
+    earlier = [_settle(m, turn.settled[m.id]) if m.id in turn.settled else m for m in earlier]
+    if any(m.status == "streaming" for m in earlier):
+        raise Conflict("a reply in this conversation is still being written; wait for it or re-attach to it")
+    return earlier, leaf_id, title
+
+
+def _settle(row, final: dict[str, Any]) -> SimpleNamespace:
+    """``row`` with the final status and text its reply ended with."""
+    return SimpleNamespace(**(row._asdict() | {k: final[k] for k in ("status", "content") if k in final}))
+
+
+def _owned(conn: Connection, conversation_id: str, user_id: int) -> tuple[str | None, str]:
+    """The conversation's shown leaf and title, if it is ``user_id``'s; else ConversationNotFound."""
+    row = conn.execute(
+        select(CONVERSATIONS.c.user_id, CONVERSATIONS.c.title, CONVERSATIONS.c.current_leaf_id)
+        .where(CONVERSATIONS.c.id == conversation_id)
+    ).first()
+    if row is None or row.user_id != user_id:
+        raise ConversationNotFound(f"there is no conversation {conversation_id[:40]!r} for you")
+    return row.current_leaf_id, row.title
+
+
+def _history_path(turn: Turn, earlier, leaf_id: str | None) -> list:
+    """The messages the new one follows: the shown path for a new question; for a new version
+    of a message, the path to its parent (the reply regenerated answers that parent)."""
+    by_id = {m.id: m for m in earlier}
+    if turn.target_id is None:
+        return tree.shown_path(earlier, leaf_id)
+    target = by_id.get(turn.target_id)
+    role = "assistant" if turn.content is None else "user"
+    if target is None or target.role != role or (role == "assistant" and not target.parent_id):
+        what = "reply" if role == "assistant" else "message of yours"
+        raise NotFound(f"there is no {what} '{turn.target_id[:40]}' in this conversation")
+    return tree.path_to(by_id.get(target.parent_id), by_id) if target.parent_id else []
 
 
 def set_reply(message_id: str, values: dict[str, Any]):
@@ -121,6 +188,8 @@ def sweep_orphans(live: list[str], now: datetime, cutoff: datetime, error: str):
 
 
 def create_conversation(conversation_id: str, user_id: int, title: str, at: datetime):
+    """The job: an empty conversation (the page's first message creates one with ``begin_turn``)."""
+
     def job(conn: Connection) -> dict[str, Any]:
         row = {"id": conversation_id, "user_id": user_id, "title": title, "created_at": at, "updated_at": at}
         conn.execute(insert(CONVERSATIONS), row)

@@ -94,15 +94,22 @@ class Conversation(Base):
     title: Mapped[str] = mapped_column(String(200), default="")
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    # The last message of the path shown (migration 0009); no foreign key, so the two tables
+    # do not point at each other. Set in the same transaction as the rows it names.
+    current_leaf_id: Mapped[str | None] = mapped_column(String(32))
 
 
 class Message(Base):
+    """One message; ``parent_id`` is the one it answers or follows. Versions of a message
+    (an edit, a regenerated reply) are siblings: same parent, same role (migration 0009)."""
+
     __tablename__ = "messages"
     __table_args__ = (Index("ix_messages_conversation_seq", "conversation_id", "seq", unique=True),)
 
     id: Mapped[str] = mapped_column(String(32), primary_key=True)
     conversation_id: Mapped[str] = mapped_column(ForeignKey("conversations.id", ondelete="CASCADE"))
-    seq: Mapped[int] = mapped_column(Integer)
+    parent_id: Mapped[str | None] = mapped_column(ForeignKey("messages.id", ondelete="CASCADE"), index=True)
+    seq: Mapped[int] = mapped_column(Integer)  # the order messages were written in, across every version
     role: Mapped[str] = mapped_column(String(16))
     content: Mapped[str] = mapped_column(Text, default="")
     status: Mapped[str] = mapped_column(String(16), default="complete")

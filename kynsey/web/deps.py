@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncIterator
 from datetime import datetime
 from typing import Annotated
 
 from fastapi import Depends, Query, Request
 from pydantic import AfterValidator
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from kynsey.accounts.service import caller_by_session, caller_by_token, touch_token
@@ -15,6 +17,7 @@ from kynsey.errors import CsrfFailed, NotAuthenticated, PermissionDenied
 from kynsey.runtime import Runtime
 from kynsey.storage.models import User, as_utc
 
+log = logging.getLogger(__name__)
 SESSION_COOKIE = "kynsey_session"
 CSRF_HEADER = "x-csrf-token"
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
@@ -28,8 +31,14 @@ RuntimeDep = Annotated[Runtime, Depends(get_runtime)]
 
 
 async def get_db(rt: RuntimeDep) -> AsyncIterator[AsyncSession]:
-    async with rt.sessions() as session:
+    session = rt.sessions()
+    try:
         yield session
+    finally:
+        try:  # after the answer went out: a database that died meanwhile must not break the connection
+            await session.close()
+        except (SQLAlchemyError, OSError) as exc:
+            log.warning("could not close a database session: %s", str(exc).splitlines()[0] if str(exc) else exc)
 
 
 DbDep = Annotated[AsyncSession, Depends(get_db)]

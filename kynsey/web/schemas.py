@@ -91,6 +91,8 @@ class AuditPagePublic(BaseModel):
 
 class ConversationIn(_Body):
     title: str | None = Field(None, max_length=200)
+    content: str | None = Field(None, description="A first message: the conversation and the message are made "
+                                "in one step, and the answer is its reply's event stream.")
 
 
 class MessageIn(_Body):
@@ -189,3 +191,17 @@ class AdminUpgradeRequestPublic(UpgradeRequestPublic):
 
 class AdminUpgradeRequestListPublic(BaseModel):
     requests: list[AdminUpgradeRequestPublic]
+
+
+# -- chat controls (SPEC F18) -------------------------------------------------------------------
+class RenameIn(_Body):
+    title: str = Field(min_length=1, max_length=200)
+
+
+class RegenerateIn(_Body):
+    tier: str | None = Field(None, min_length=1, max_length=64, description="Another tier your plan grants; "
+                             "default: your current tier.")
+
+
+class ShowVersionIn(_Body):
+    message_id: str = Field(min_length=1, max_length=64, description="The version (a message id) to show.")

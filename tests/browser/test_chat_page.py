@@ -27,7 +27,7 @@ def test_a_reply_streams_in_as_markdown_labelled_with_its_tier(server, page, fak
     send(page, "Write an add function")
     answer = reply(page)
     expect(answer).to_have_attribute("aria-busy", "true")
-    expect(page.get_by_role("button", name="Writing…")).to_be_disabled()
+    expect(page.get_by_role("button", name="Stop the reply")).to_be_enabled()  # Send is Stop while it writes
     expect(answer.locator("pre code.language-python")).to_have_text("def add(a, b):\n    return a + b\n")
     expect(answer).to_have_attribute("aria-busy", "false")
     expect(answer.locator(".msg-body strong")).to_have_text("adds")

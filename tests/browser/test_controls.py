@@ -47,13 +47,14 @@ def test_every_control_is_reachable_by_tab_with_a_visible_focus(server, page, fa
     seen = tab_through(page)
     names = [f["name"] for f in seen] + [f["id"] for f in seen]
     expected = ["Skip to the message box", "Keyboard shortcuts", "Log out", "Dark theme", "Change tier", "messages",
-                "Copy your message as Markdown", "python code", "Copy the python code", "Copy the reply as Markdown",
-                "messageInput", "Send"]
+                "Copy your message as Markdown", "Edit your message", "python code", "Copy the python code",
+                "Copy the reply as Markdown", "Regenerate this reply", "Regenerate with another tier", "messageInput", "Send"]
     if is_phone(viewport):
         expected += ["Conversations"]  # the menu button; the closed drawer's links are out of the tab order
         assert "New chat" not in names and "Delete “say hi in python”" not in names, names
+        assert "conversationSearch" not in names, names
     else:
-        expected += ["New chat", "Delete “say hi in python”"]
+        expected += ["New chat", "conversationSearch", "Rename “say hi in python”", "Delete “say hi in python”"]
     missing = [e for e in expected if not any(n.startswith(e) for n in names)]
     assert not missing, (missing, names)
     for f in seen:
@@ -81,7 +82,9 @@ def test_shortcuts_work_and_the_question_mark_lists_them(server, page, fake_olla
     expect(dialog).to_be_visible()
     rows = dialog.locator("tbody tr")
     expect(rows.locator("th")).to_have_text(
-        ["Start a new chat", "Go to the message box", "Open the tier picker", "Show these shortcuts"])
+        ["Start a new chat", "Stop the reply being written", "Search conversations", "Go to the message box",
+         "Open the tier picker", "Show these shortcuts"])
+    expect(rows.nth(1).locator("kbd")).to_have_text(["Esc"])
     expect(rows.nth(0).locator("kbd")).to_have_text(["Alt", "N"])
     shot(page, f"41-shortcuts-{name}")
     page.keyboard.press("Escape")

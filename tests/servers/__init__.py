@@ -63,6 +63,7 @@ class LoopbackServer:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._exit: asyncio.Event | None = None  # set by stop(): tear down
         self._closing: asyncio.Event | None = None  # set once connections are gone: handlers give up
+        self.clients_gone = 0  # requests whose client left before the answer was complete
         self._startup_error: BaseException | None = None
 
     @property
@@ -185,7 +186,10 @@ class LoopbackServer:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + seconds
         while True:
-            if self._closing is None or self._closing.is_set() or (watch is not None and watch.done()):
+            if watch is not None and watch.done():
+                self.clients_gone += 1
+                raise Gone
+            if self._closing is None or self._closing.is_set():
                 raise Gone
             left = deadline - loop.time()
             if left <= 0:
@@ -310,6 +314,7 @@ class FakeModelServer(LoopbackServer):
             return
         for chunk in batches(lines[1:]):
             if watch.done():
+                self.clients_gone += 1
                 raise Gone
             await stream_chunk(send, chunk)
 

@@ -1,37 +1,64 @@
-"""Conversations and streamed replies (SPEC F5)."""
+"""Conversations and streamed replies (SPEC F5, F18)."""
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Response
+from collections.abc import AsyncIterator
+from typing import Annotated
+
+from fastapi import APIRouter, Query, Response
 from fastapi.responses import StreamingResponse
 
 from kynsey.chat import conversations, service
-from kynsey.chat.sse import replay_stored, stream_live
+from kynsey.chat.live import LiveReply
+from kynsey.chat.search import QUERY_MAX
+from kynsey.chat.sse import encode, replay_stored, stream_live
 from kynsey.errors import NotFound
 from kynsey.web.deps import DbDep, RuntimeDep, UserDep
-from kynsey.web.schemas import ConversationIn, MessageIn
+from kynsey.web.schemas import ConversationIn, MessageIn, RegenerateIn, RenameIn
 
 router = APIRouter(prefix="/api/conversations", tags=["chat"])
 SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+# A search: short, and without NUL (PostgreSQL cannot compare text holding one).
+SearchText = Annotated[str | None, Query(max_length=QUERY_MAX, pattern=r"^[^\x00]*$")]
 
 
-@router.post("", status_code=201)
-async def create_conversation(body: ConversationIn, rt: RuntimeDep, user: UserDep) -> dict:
-    return await conversations.create(rt.jobs, user, body.title)
+def _stream(live: LiveReply, status: int = 200, first: bytes = b"", headers: dict | None = None) -> StreamingResponse:
+    """A reply's events. Its ids are in the headers too, so a client can stop it before its first token."""
+    events = _after(first, stream_live(live)) if first else stream_live(live)
+    ids = {"X-Conversation-Id": live.conversation_id, "X-Message-Id": live.message_id,
+           "X-User-Message-Id": live.user_message_id}
+    return StreamingResponse(events, status_code=status, media_type="text/event-stream",
+                             headers={**SSE_HEADERS, **ids, **(headers or {})})
+
+
+async def _after(first: bytes, events: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
+    yield first
+    async for chunk in events:
+        yield chunk
+
+
+@router.post("", status_code=201, response_model=None)
+async def create_conversation(body: ConversationIn, rt: RuntimeDep, user: UserDep) -> dict | StreamingResponse:
+    if body.content is None:
+        return await conversations.create(rt.jobs, user, body.title)
+    conversation, live = await service.start_conversation(rt, user, body.content, body.title)
+    location = {"Location": f"/api/conversations/{conversation['id']}"}
+    return _stream(live, 201, encode("conversation", conversation), location)
 
 
 @router.get("")
-async def list_conversations(db: DbDep, user: UserDep) -> dict:
-    return {"conversations": [conversations.conversation_public(c) for c in await conversations.list_for(db, user)]}
+async def list_conversations(db: DbDep, user: UserDep, q: SearchText = None) -> dict:
+    return {"conversations": await conversations.listing(db, user, q)}
 
 
 @router.get("/{conversation_id}")
 async def get_conversation(conversation_id: str, rt: RuntimeDep, db: DbDep, user: UserDep) -> dict:
-    conversation = await conversations.owned(db, user, conversation_id)
-    messages = []
-    for message in await conversations.messages(db, conversation.id):
-        messages.append(conversations.message_public(message, rt.live.overlay(message.id)))
-    return conversations.conversation_public(conversation) | {"messages": messages}
+    return await conversations.shown(db, rt.live, user, conversation_id)
+
+
+@router.patch("/{conversation_id}")
+async def rename_conversation(conversation_id: str, body: RenameIn, db: DbDep, user: UserDep) -> dict:
+    return await conversations.rename(db, user, conversation_id, body.title)
 
 
 @router.delete("/{conversation_id}", status_code=204)
@@ -42,8 +69,30 @@ async def delete_conversation(conversation_id: str, db: DbDep, user: UserDep) ->
 
 @router.post("/{conversation_id}/messages")
 async def post_message(conversation_id: str, body: MessageIn, rt: RuntimeDep, user: UserDep) -> StreamingResponse:
-    live = await service.send_message(rt, user, conversation_id, body.content)
-    return StreamingResponse(stream_live(live), media_type="text/event-stream", headers=SSE_HEADERS)
+    return _stream(await service.send_message(rt, user, conversation_id, body.content))
+
+
+@router.post("/{conversation_id}/messages/{message_id}/edit")
+async def edit_message(conversation_id: str, message_id: str, body: MessageIn, rt: RuntimeDep,
+                       user: UserDep) -> StreamingResponse:
+    return _stream(await service.edit_message(rt, user, conversation_id, message_id, body.content))
+
+
+@router.post("/{conversation_id}/messages/{message_id}/regenerate")
+async def regenerate(conversation_id: str, message_id: str, rt: RuntimeDep, user: UserDep,
+                     body: RegenerateIn | None = None) -> StreamingResponse:
+    tier = body.tier if body else None
+    return _stream(await service.regenerate(rt, user, conversation_id, message_id, tier))
+
+
+@router.post("/{conversation_id}/messages/{message_id}/show")
+async def show_version(conversation_id: str, message_id: str, rt: RuntimeDep, db: DbDep, user: UserDep) -> dict:
+    return await conversations.show_version(db, rt.live, user, conversation_id, message_id)
+
+
+@router.post("/{conversation_id}/messages/{message_id}/stop")
+async def stop_reply(conversation_id: str, message_id: str, rt: RuntimeDep, db: DbDep, user: UserDep) -> dict:
+    return await service.stop_reply(rt, db, user, conversation_id, message_id)
 
 
 @router.get("/{conversation_id}/messages/{message_id}/stream")

@@ -93,13 +93,39 @@ export const warmTier = (tier) => call("POST", "/api/models/warm", { tier });
 // -- conversations ----------------------------------------------------------
 const conv = (id) => `/api/conversations/${encodeURIComponent(id)}`;
 
-export const listConversations = () => call("GET", "/api/conversations");
+// ``q``: only those whose title or any message holds it, each with a ``snippet`` of the text that matched.
+export const listConversations = (q = "") => call("GET", `/api/conversations${q ? `?q=${encodeURIComponent(q)}` : ""}`);
 export const createConversation = (title) => call("POST", "/api/conversations", title ? { title } : {});
 export const getConversation = (id) => call("GET", conv(id));
 export const deleteConversation = (id) => call("DELETE", conv(id));
+export const renameConversation = (id, title) => call("PATCH", conv(id), { title });
+// Show another version of a message: the conversation as shown afterwards.
+export const showVersion = (id, messageId) => call("POST", `${message(id, messageId)}/show`);
+// Stop a reply being written: {stopped, message}.
+export const stopReply = (id, messageId) => call("POST", `${message(id, messageId)}/stop`);
+
+const message = (id, messageId) => `${conv(id)}/messages/${encodeURIComponent(messageId)}`;
+
+// A new conversation with its first message, in one call (a refused message creates nothing).
+// Its events begin with "conversation" {id, title, created_at, updated_at}.
+export async function startConversation(content, onEvent) {
+  return stream("POST", "/api/conversations", { content }, onEvent);
+}
+
+// A new version of a reply, from ``tier`` (another tier the plan grants) or the current one.
+export async function regenerate(id, messageId, tier, onEvent) {
+  return stream("POST", `${message(id, messageId)}/regenerate`, tier ? { tier } : {}, onEvent);
+}
+
+// A new version of one of your messages, and a reply to it.
+export async function editMessage(id, messageId, content, onEvent) {
+  return stream("POST", `${message(id, messageId)}/edit`, { content }, onEvent);
+}
 
 // Post a message and relay the reply's events (start, delta, done, error) to
-// onEvent(name, data). Errors before the stream starts throw an ApiError.
+// onEvent(name, data). Errors before the stream starts throw an ApiError. Every
+// reply stream first gives "accepted" {conversation_id, message_id, user_message_id}
+// from its headers: the reply can be stopped from then on, before its first token.
 export async function sendMessage(id, content, onEvent) {
   return stream("POST", `${conv(id)}/messages`, { content }, onEvent);
 }
@@ -113,6 +139,8 @@ async function stream(method, path, body, onEvent) {
   const response = await send(method, path, body, "text/event-stream");
   if (!response.ok) throw await failure(response, path);
   ok(response);
+  const ids = ["Conversation", "Message", "User-Message"].map((name) => response.headers.get(`X-${name}-Id`));
+  if (ids[1]) onEvent("accepted", { conversation_id: ids[0], message_id: ids[1], user_message_id: ids[2] });
   try {
     await readEvents(response.body, onEvent);
   } catch {

@@ -3,7 +3,7 @@
 
 import * as api from "./api.js";
 import { announce, show } from "./dom.js";
-import { initChat, loadConversations, newChat, openFromHash } from "./chat.js";
+import { canStop, initChat, loadConversations, newChat, openFromHash, stopReply } from "./chat.js";
 import { initDrawer } from "./drawer.js";
 import { initShortcuts } from "./shortcuts.js";
 import { initThemeSwitch } from "./theme-switch.js";
@@ -107,6 +107,8 @@ function start() {
     composer: $("composer"),
     input: $("messageInput"),
     send: $("sendButton"),
+    hint: $("composerHint"),
+    search: $("conversationSearch"),
   });
   startPolling();
   const drawer = initDrawer({
@@ -126,6 +128,12 @@ function start() {
       newChat: inChat(newChat),
       focusComposer: inChat(() => $("messageInput").focus()),
       tierPicker: inChat(openPicker),
+      canStop: () => signedIn && canStop(),
+      stop: stopReply,
+      search: inChat(() => {
+        if (drawer.isPhone()) drawer.toggle();
+        $("conversationSearch").focus();
+      }),
     },
   });
 }

@@ -1,33 +1,73 @@
-// The chat: open a conversation, send a message, stream the reply in, and
-// re-attach to a reply still being written (after a reload, or a cut connection).
+// The chat: the conversations at the side (search, rename, delete), opening one,
+// moving between versions of its messages, editing. Replies start and stop in
+// turns.js; what is shown is painted by chat-state.js.
 
 import * as api from "./api.js";
-import { clearAfter, show } from "./dom.js";
+import { announce } from "./dom.js";
+import { busy, renderMessages, setChatError, state, updateComposer } from "./chat-state.js";
 import { conversationFromHash, renderConversationList } from "./chat-list.js";
+import { openEditor } from "./edit-box.js";
 import { followPane } from "./follow.js";
-import { messageNode, paintMessage } from "./message-view.js";
-import { followReply } from "./reply.js";
-import { activeTier, poll as refreshTierStatus, tierName } from "./tiers.js";
+import { setMessageHandlers } from "./message-actions.js";
+import { paintMessage } from "./message-view.js";
+import { edit, follow, initTurns, regenerate, stop, submit } from "./turns.js";
 import { describeError } from "./words.js";
 
-const state = { conversations: [], current: null, messages: [], writing: new Set(), creating: false, ui: null, pane: null };
+export { setChatError, stop as stopReply };
+export const canStop = busy;
+
+const SEARCH_WAIT_MS = 250;
+let listRequest = 0;
+let said = ""; // the search whose result count was announced
 
 export function initChat(ui) {
   state.ui = ui;
   state.pane = followPane(ui.messages, ui.jump);
+  setMessageHandlers({ busy, onVersion: showVersion, onEdit: startEdit, onRegenerate: regenerate });
+  initTurns({ onCreated: adoptNew, onConversation: named, afterReply: loadConversations, onEditRefused: startEdit });
   ui.newChat.addEventListener("click", newChat);
   ui.composer.addEventListener("submit", (event) => { event.preventDefault(); submit(); });
+  ui.send.addEventListener("click", (event) => {
+    if (!busy()) return;
+    event.preventDefault(); // Send is Stop while a reply is written here
+    stop();
+  });
   ui.input.addEventListener("keydown", (event) => {
     if (event.key !== "Enter" || event.shiftKey || event.isComposing) return;
     event.preventDefault();
     submit();
   });
+  initSearch(ui.search);
   window.addEventListener("hashchange", openFromHash);
+  updateComposer();
+}
+
+function initSearch(input) {
+  let timer = 0;
+  input.addEventListener("input", () => {
+    clearTimeout(timer);
+    timer = setTimeout(() => {
+      state.query = input.value.trim();
+      loadConversations();
+    }, SEARCH_WAIT_MS);
+  });
+  input.addEventListener("keydown", (event) => {
+    if (event.key !== "Escape" || !input.value) return;
+    event.preventDefault(); // the first Escape clears the search; the next closes the drawer
+    event.stopPropagation();
+    input.value = "";
+    input.dispatchEvent(new Event("input"));
+  });
 }
 
 export async function loadConversations() {
+  const ticket = ++listRequest;
   try {
-    state.conversations = (await api.listConversations()).conversations;
+    const { conversations } = await api.listConversations(state.query);
+    if (ticket !== listRequest) return; // a newer search answered meanwhile
+    state.conversations = conversations;
+    if (state.query !== said) announce(state.query ? `${conversations.length} conversations match.` : "");
+    said = state.query;
   } catch (err) {
     setChatError(`Couldn't load your conversations. ${describeError(err)}`);
   }
@@ -36,12 +76,22 @@ export async function loadConversations() {
 
 export async function openFromHash() {
   const id = conversationFromHash();
-  if (!id) startNew();
-  else if (id !== state.current || !state.messages.length) await openConversation(id);
+  if (!id) {
+    if (state.current !== null || !state.messages.length) startNew(); // never wipe a first message being sent
+  } else if (id !== state.current || !state.messages.length) {
+    await openConversation(id);
+  }
 }
 
 function renderList() {
-  renderConversationList(state.ui.list, state.conversations, state.current, remove);
+  const { list } = state.ui;
+  if (list.querySelector(".conv-title-input")) return; // never under a title being typed: it comes after the rename
+  // A re-drawn list keeps focus on the same control of the same conversation.
+  const focused = list.contains(document.activeElement) ? document.activeElement : null;
+  const where = focused && [focused.closest("li")?.dataset.id, focused.dataset.role];
+  renderConversationList(list, state.conversations, { currentId: state.current, query: state.query,
+    onDelete: remove, onRename: rename });
+  if (where) list.querySelector(`li[data-id="${where[0]}"] [data-role="${where[1]}"]`)?.focus();
 }
 
 export function newChat() {
@@ -50,6 +100,7 @@ export function newChat() {
 }
 
 function startNew() {
+  state.view += 1;
   state.current = null;
   state.messages = [];
   if (location.hash) history.pushState(null, "", location.pathname);
@@ -59,7 +110,21 @@ function startNew() {
   updateComposer();
 }
 
+// A new chat's first message created its conversation: it is the one shown, unless the user moved on.
+function adoptNew(id, view) {
+  if (state.view !== view) return;
+  state.current = id;
+  history.pushState(null, "", `#c=${encodeURIComponent(id)}`);
+  updateComposer();
+}
+
+function named(conversation) {
+  if (state.current === conversation.id) state.ui.title.textContent = conversation.title || "Untitled";
+  loadConversations();
+}
+
 async function openConversation(id) {
+  state.view += 1;
   state.current = id;
   setChatError("");
   renderList();
@@ -74,9 +139,12 @@ async function openConversation(id) {
   if (state.current !== id) return; // the user opened another one meanwhile
   state.ui.title.textContent = body.title || "Untitled";
   state.messages = body.messages;
+  const writing = state.writing.get(id); // this page is still reading that reply: keep painting it
+  const at = writing ? state.messages.findIndex((m) => m.id === writing.id) : -1;
+  if (at >= 0) state.messages[at] = writing;
   renderMessages();
   const live = body.messages.findLast((m) => m.role === "assistant" && m.status === "streaming");
-  if (live) stream(id, live, (onEvent) => api.reattach(id, live.id, onEvent));
+  if (live && !writing) follow(id, live);
 }
 
 async function remove(conversation) {
@@ -92,113 +160,53 @@ async function remove(conversation) {
   state.ui.newChat.focus();
 }
 
-async function submit() {
-  const { ui } = state;
-  const content = ui.input.value;
-  if (!content.trim() || state.creating || state.writing.has(state.current)) return;
-  setChatError("");
-  state.creating = !state.current; // a second Enter must not start a second conversation
-  const id = state.current || (await create(content));
-  state.creating = false;
-  if (!id) return;
-  const tier = activeTier();
-  const asked = { role: "user", content, status: "complete" };
-  const reply = { role: "assistant", content: "", status: "streaming", tier: tier?.tier, display_name: tier?.display_name };
-  ui.input.value = "";
-  append(asked, reply);
-  const refused = () => {
-    state.messages = state.messages.filter((m) => m !== asked && m !== reply);
-    renderMessages();
-    if (!ui.input.value) ui.input.value = content;
-  };
-  await stream(id, reply, (onEvent) => api.sendMessage(id, content, onEvent), refused);
-}
-
-async function create(content) {
+async function rename(conversation, title) {
   try {
-    const conversation = await api.createConversation(content.trim().split("\n")[0].slice(0, 60));
-    state.conversations.unshift(conversation);
-    state.current = conversation.id;
-    history.pushState(null, "", `#c=${encodeURIComponent(conversation.id)}`);
-    state.ui.title.textContent = conversation.title || "Untitled";
-    renderList();
-    return conversation.id;
+    const saved = await api.renameConversation(conversation.id, title);
+    Object.assign(conversation, { title: saved.title });
   } catch (err) {
-    setChatError(describeError(err, { action: "chat" }));
-    return null;
+    setChatError(describeError(err));
+    return false;
   }
+  if (conversation.id === state.current) state.ui.title.textContent = conversation.title;
+  announce(`Renamed to “${conversation.title}”.`);
+  setTimeout(loadConversations); // once the box is gone: a search may no longer match it
+  return true;
 }
 
-// Run one reply stream into ``reply``; ``refused`` undoes the send when the server refused it.
-async function stream(id, reply, run, refused = null) {
-  state.writing.add(id);
-  updateComposer();
+// Move to the previous (-1) or next (+1) version of ``msg``: the server moves the shown leaf.
+async function showVersion(msg, step) {
+  const target = msg.sibling_ids?.[msg.version - 1 + step];
+  const at = state.messages.indexOf(msg);
+  if (!target || busy() || at < 0) return;
+  const id = state.current;
+  let body;
   try {
-    await followReply(reply, run, () => repaint(reply));
-    if (reply.status === "streaming") await resync(id, reply);
+    body = await api.showVersion(id, target);
   } catch (err) {
-    if (refused && !reply.id && reply.status === "streaming") {
-      refused(); // nothing was stored: put the draft back and say why in place
-      setChatError(describeError(err, { action: "chat" }), err.retryAfter ? Date.now() + err.retryAfter * 1000 : null);
-    } else {
-      Object.assign(reply, { status: reply.content ? "interrupted" : "failed", error: err.message, error_code: err.code });
-      repaint(reply);
-    }
-  } finally {
-    state.writing.delete(id);
-    updateComposer();
-    loadConversations();
-    if (reply.status !== "complete") refreshTierStatus(); // a failure often means a tier's status changed
+    setChatError(describeError(err));
+    return;
   }
-}
-
-// The connection closed without an end: the server may still be writing, so look again.
-async function resync(id, reply) {
   if (state.current !== id) return;
-  const body = await api.getConversation(id);
-  const saved = body.messages.find((m) => m.id === reply.id);
-  if (saved?.status === "streaming") {
-    await followReply(reply, (onEvent) => api.reattach(id, reply.id, onEvent), () => repaint(reply));
-  } else if (saved) {
-    Object.assign(reply, saved);
-  }
-  if (reply.status === "streaming") throw new api.ApiError(0, { code: "stream_cut", message: "the reply stream was cut" });
+  state.messages = body.messages;
+  renderMessages({ follow: false });
+  const shown = state.messages[at];
+  if (!shown) return;
+  // The reader stays on this message, on the control they used (or its partner at the end of the row).
+  const controls = shown.node.querySelector(".versions");
+  const again = controls.querySelector(step < 0 ? ".version-prev" : ".version-next");
+  (again.disabled ? controls.querySelector("button:not(:disabled)") : again)?.focus();
+  shown.node.scrollIntoView({ block: "nearest" });
+  announce(`Version ${shown.version} of ${shown.versions}.`);
 }
 
-function decorate(msg) {
-  msg.tierName = msg.tier ? tierName(msg.tier) : null;
-  msg.fallbackName = msg.fallback_from ? tierName(msg.fallback_from) : null;
-  return msg;
-}
-
-function renderMessages() {
-  const { ui } = state;
-  ui.messages.replaceChildren(...state.messages.map((m) => (m.node = messageNode(decorate(m)))));
-  show(ui.empty, !state.messages.length);
-  state.pane.toLatest();
-}
-
-function append(...messages) {
-  for (const msg of messages) {
-    state.messages.push(msg);
-    msg.node = messageNode(decorate(msg));
-    state.ui.messages.append(msg.node);
-  }
-  show(state.ui.empty, false);
-  state.pane.toLatest(); // the user just sent something: show it, and follow the reply
-}
-
-function repaint(msg) {
-  if (msg.node) paintMessage(msg.node, decorate(msg));
-  state.pane.grew();
-}
-
-function updateComposer() {
-  const writing = state.writing.has(state.current);
-  state.ui.send.disabled = writing;
-  state.ui.send.textContent = writing ? "Writing…" : "Send";
-}
-
-export function setChatError(text, until = null) {
-  clearAfter(state.ui.error, text, until);
+function startEdit(msg, draft = msg.content) {
+  if (busy() || !msg.node) return;
+  openEditor(msg.node, draft, {
+    onSend: (text) => edit(msg, text),
+    onCancel: () => {
+      paintMessage(msg.node, msg);
+      msg.node.querySelector(".act-edit")?.focus();
+    },
+  });
 }

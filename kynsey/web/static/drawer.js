@@ -35,5 +35,5 @@ export function initDrawer({ button, drawer, backdrop, app, main, onPick }) {
     onPick();
   });
   PHONE.addEventListener("change", () => { if (!PHONE.matches) setOpen(false, { focus: false }); });
-  return { toggle: () => setOpen(!isOpen()), isOpen };
+  return { toggle: () => setOpen(!isOpen(), { focus: false }), isOpen, isPhone: () => PHONE.matches };
 }

@@ -1,9 +1,9 @@
 // One message in the conversation: who wrote it (for replies: the tier and
 // model that answered, and a note when a fallback answered), its text, its state.
 
-import { copyButton } from "./copy.js";
 import { el, fill, icon } from "./dom.js";
 import { renderMarkdown } from "./markdown.js";
+import { actionBar, paintActions } from "./message-actions.js";
 import { describeError } from "./words.js";
 
 export function messageNode(msg) {
@@ -11,8 +11,7 @@ export function messageNode(msg) {
     el("header", { class: "msg-meta" }),
     el("div", { class: "msg-body" }),
     el("p", { class: "msg-state", hidden: true }),
-    el("div", { class: "msg-actions", hidden: true },
-      copyButton(msg.role === "user" ? "Copy your message as Markdown" : "Copy the reply as Markdown", () => msg.content)),
+    actionBar(msg),
   );
   paintMessage(node, msg);
   return node;
@@ -20,9 +19,9 @@ export function messageNode(msg) {
 
 export function paintMessage(node, msg) {
   paintMeta(node, msg);
-  paintBody(node, msg);
+  if (!node.classList.contains("is-editing")) paintBody(node, msg);
   paintState(node, msg);
-  node.querySelector(".msg-actions").hidden = !msg.content || msg.status === "streaming";
+  paintActions(node, msg);
 }
 
 function paintMeta(node, msg) {
@@ -77,6 +76,7 @@ function paintState(node, msg) {
 function stateText(msg) {
   if (msg.role === "user") return "";
   if (msg.status === "complete") return figures(msg);
+  if (msg.status === "stopped") return `Stopped. You stopped this reply; what it wrote is kept. Retry writes a new version.`;
   if (msg.status === "interrupted") return `Interrupted. ${words(msg, "interrupted")}`;
   if (msg.status === "failed") return `No reply. ${words(msg, "failed")}`;
   return "";
@@ -86,7 +86,7 @@ function words(msg, status) {
   const code = msg.error_code || status;
   const said = describeError({ code, message: msg.error || "", retryAfter: msg.retryAfter }, { action: "chat" });
   const detail = msg.error && !said.includes(msg.error) ? ` (${msg.error})` : "";
-  return code === "failed" ? `The reply failed${detail}. Send your message again to retry.` : `${said}${detail}`;
+  return code === "failed" ? `The reply failed${detail}. Retry to ask again.` : `${said}${detail}`;
 }
 
 function figures(msg) {

@@ -36,10 +36,13 @@ export async function followReply(msg, run, repaint) {
 }
 
 function apply(msg, name, data) {
-  if (name === "start") {
+  if (name === "accepted") {
+    Object.assign(msg, { id: data.message_id, asked_id: data.user_message_id });
+  } else if (name === "start") {
     // A re-attached stream starts over: its first delta is the text so far.
     Object.assign(msg, {
       id: data.message_id,
+      asked_id: data.user_message_id || msg.asked_id,
       tier: data.tier,
       model: data.model,
       display_name: data.display_name || null,
@@ -54,6 +57,7 @@ function apply(msg, name, data) {
     const { ttft_ms, tokens, tokens_per_s, load_ms } = data;
     Object.assign(msg, { status: "complete", ttft_ms, tokens, tokens_per_s, load_ms });
   } else if (name === "error") {
-    Object.assign(msg, { status: msg.content ? "interrupted" : "failed", error: data.message, error_code: data.code });
+    const status = data.code === "stopped" ? "stopped" : msg.content ? "interrupted" : "failed";
+    Object.assign(msg, { status, error: data.message, error_code: data.code });
   }
 }

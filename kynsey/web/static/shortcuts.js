@@ -1,6 +1,8 @@
 // Keyboard shortcuts, and the "?" dialog that lists them. Letter shortcuts use
 // Alt (Option on a Mac) so they also work while typing in the message box;
-// "/" and "?" only act when focus is not in a text field.
+// "/" and "?" only act when focus is not in a text field. Escape stops a reply
+// being written, unless something open takes it first (a dialog, the tier
+// picker, the drawer, an edit or rename box, the tier menu: each calls preventDefault).
 
 import { el } from "./dom.js";
 
@@ -11,10 +13,14 @@ const typing = (event) => event.target.closest?.("input, textarea, select, [cont
 // event.code, not event.key: Option+N types "˜" on a Mac.
 const alt = (code) => (event) => event.altKey && !event.ctrlKey && !event.metaKey && !event.shiftKey && event.code === code;
 
-// actions: { newChat, focusComposer, tierPicker }, each a function.
+// actions: { newChat, focusComposer, tierPicker, stop, search } run a shortcut; canStop() says
+// whether a reply is being written in the conversation shown (only then is Escape "stop").
 export function initShortcuts({ dialog, table, helpButton, actions }) {
+  const plainEscape = (e) => e.key === "Escape" && !e.shiftKey && !e.altKey && !e.ctrlKey && !e.metaKey;
   const shortcuts = [
     { keys: [[ALT, "N"]], what: "Start a new chat", test: alt("KeyN"), run: actions.newChat },
+    { keys: [["Esc"]], what: "Stop the reply being written", test: (e) => plainEscape(e) && actions.canStop(), run: actions.stop },
+    { keys: [[ALT, "K"]], what: "Search conversations", test: alt("KeyK"), run: actions.search },
     {
       keys: [["Shift", "Esc"], ["/"]],
       what: "Go to the message box",

@@ -17,6 +17,7 @@ export function initSelector() {
   ui.toggle.addEventListener("click", () => setOpen(ui.panel.hidden));
   ui.panel.addEventListener("keydown", (event) => {
     if (event.key !== "Escape") return;
+    event.preventDefault(); // Escape closes the picker; it does not also stop a reply
     setOpen(false);
     ui.toggle.focus();
   });
