@@ -45,6 +45,8 @@ class _Request(_Body):
     options: dict[str, Any] | None = None
     keep_alive: str | int | float | None = None  # the tier's keep_alive holds
     think: bool | str | None = None
+    logprobs: bool | None = None
+    top_logprobs: int | None = None
 
 
 class ChatIn(_Request):
@@ -60,6 +62,9 @@ class GenerateIn(_Request):
     context: list[int] | None = None
     raw: bool | None = None
     images: list[str] | None = None
+    width: int | None = None  # image generation: refused
+    height: int | None = None
+    steps: int | None = None
 
 
 class ShowIn(_Body):
@@ -73,8 +78,10 @@ def _refuse_unsupported(body: _Request) -> None:
         raise InvalidRequest("format (structured output) is not supported", field="format")
     if body.think not in (None, False):
         raise InvalidRequest("think is not supported by these models", field="think")
-    if getattr(body, "tools", None) or getattr(body, "images", None):
+    if getattr(body, "tools", None) or getattr(body, "images", None) or getattr(body, "steps", None):
         raise InvalidRequest("tools and images are not supported", field="tools")
+    if body.logprobs or body.top_logprobs:
+        raise InvalidRequest("logprobs are not supported", field="logprobs")
 
 
 def _options(options: dict[str, Any] | None) -> dict[str, Any]:
