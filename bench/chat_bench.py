@@ -216,9 +216,13 @@ async def run(args, urls: dict[str, str], kynsey: Kynsey, token: str, db: str) -
                 (f"[{db}] round {round_no}: Kynsey RSS peak / idle after", f"{mb(peak.peak)} / {mb(proc.memory_info().rss)}"),
             ]
         d_rate, *_ = await concurrent(lambda: direct_stream(direct, urls["many"]), args.streams)
+        cpu = proc.cpu_times()
         o_rate, tokens, errors, hung = await concurrent(lambda: openai_stream(kyn, "many"), args.streams)
-        rows.append((f"[{db}] /v1: {args.streams} x {args.stream_tokens} (goal >= 0.8x, 0 errors, 0 hung)",
-                     f"{o_rate:,.0f} / {d_rate:,.0f} tokens/s = {o_rate / d_rate:.2f}x; errors {errors}, hung {hung}  ({load()})"))
+        used = proc.cpu_times()
+        cpu_us = ((used.user + used.system) - (cpu.user + cpu.system)) / max(tokens, 1) * 1e6
+        rows += [(f"[{db}] /v1: {args.streams} x {args.stream_tokens} (goal >= 0.8x, 0 errors, 0 hung)",
+                  f"{o_rate:,.0f} / {d_rate:,.0f} tokens/s = {o_rate / d_rate:.2f}x; errors {errors}, hung {hung}  ({load()})"),
+                 (f"[{db}] /v1: Kynsey CPU per relayed token (goal <= 10 us)", f"{cpu_us:.1f} us")]
     return rows
 
 

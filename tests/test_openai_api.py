@@ -229,3 +229,27 @@ def test_with_storing_on_an_exchange_becomes_a_conversation_on_the_page(start_se
     reply = stored["hello"][-1]
     assert (reply["tier"], reply["fallback_from"], reply["content"]) == ("pro", "code", "Echo: hello")
     assert json.loads(json.dumps(reply))["tokens"] > 0
+
+
+def test_a_client_that_leaves_releases_the_model_at_once(server, fake_ollama):
+    """Stateless: the answer stops with its client; its model lease (which blocks an unload) goes with it."""
+    fake_ollama.reply_tokens, fake_ollama.token_delay = 200, 0.05
+    client = sdk(server, server.add_user("alice", "pro"))
+    stream = client.chat.completions.create(model="standard", messages=HELLO, stream=True)
+    assert next(iter(stream)).choices[0].delta.role == "assistant"
+    assert server.call(_in_use) == 1
+    stream.close()
+
+    async def released(rt):
+        import asyncio
+
+        while rt.leases.in_use("ollama", STANDARD):
+            await asyncio.sleep(0.02)
+        return True
+
+    assert server.call(released)
+    assert len([1 for path, _ in fake_ollama.requests if path == "/api/chat"]) == 1
+
+
+async def _in_use(rt) -> int:
+    return rt.leases.in_use("ollama", STANDARD)

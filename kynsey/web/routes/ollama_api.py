@@ -4,12 +4,15 @@ thin; shapes in kynsey/compat/ollama.py, rules in compat/service.py."""
 from __future__ import annotations
 
 from fastapi import APIRouter
-from fastapi.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
+from fastapi.responses import JSONResponse, PlainTextResponse, Response
 
+from kynsey.backends.base import ModelState
+from kynsey.catalog import TierProfile
 from kynsey.compat import ollama
 from kynsey.compat.service import ChatRequest, load_only, named_tier, open_exchange, usable_tiers
 from kynsey.errors import InvalidRequest
 from kynsey.web.deps import RequestIdDep, RuntimeDep, UserDep
+from kynsey.web.streams import ExchangeStream
 
 router = APIRouter(tags=["ollama"])
 mount = APIRouter(prefix="/ollama", tags=["ollama"])
@@ -29,26 +32,23 @@ async def version() -> dict:
 
 @router.get("/api/tags")
 async def tags(rt: RuntimeDep, user: UserDep) -> dict:
-    catalog, backends = rt.snapshot()
-    models = []
-    for tier in await usable_tiers(rt, catalog, user):
-        backend = backends[tier.backend]
-        model = backend.canonical(tier.model_id)
-        models.append(ollama.model_entry(tier, model, backend.snapshot.model(model)))
-    return {"models": models}
+    return {"models": [ollama.model_entry(*found) for found in await _models(rt, user)]}
 
 
 @router.get("/api/ps")
 async def running_models(rt: RuntimeDep, user: UserDep) -> dict:
+    return {"models": [ollama.running_entry(*found) for found in await _models(rt, user) if found[2] and found[2].loaded]}
+
+
+async def _models(rt, user) -> list[tuple[TierProfile, str, ModelState | None]]:
+    """The tiers the caller may name, each with its backing model and that model's state on its backend."""
     catalog, backends = rt.snapshot()
-    models = []
+    found = []
     for tier in await usable_tiers(rt, catalog, user):
         backend = backends[tier.backend]
         model = backend.canonical(tier.model_id)
-        state = backend.snapshot.model(model)
-        if state is not None and state.loaded:
-            models.append(ollama.running_entry(tier, model, state))
-    return {"models": models}
+        found.append((tier, model, backend.snapshot.model(model)))
+    return found
 
 
 @router.post("/api/show")
@@ -79,5 +79,5 @@ async def _answer(request: ChatRequest, streaming: bool, rt, user, *, chat: bool
         return JSONResponse(ollama.load_only(await load_only(rt, user, request), chat=chat))
     exchange = await open_exchange(rt, user, request)
     if streaming:
-        return StreamingResponse(ollama.stream(exchange, chat=chat), media_type=NDJSON)
+        return ExchangeStream(exchange, ollama.stream(exchange, chat=chat), media_type=NDJSON)
     return JSONResponse(ollama.answer(exchange, await exchange.text(), chat=chat))

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 from fastapi import APIRouter
-from fastapi.responses import JSONResponse, Response, StreamingResponse
+from fastapi.responses import JSONResponse, Response
 
 from kynsey.compat import openai
 from kynsey.compat.service import named_tier, open_exchange, usable_tiers
 from kynsey.web.deps import RequestIdDep, RuntimeDep, UserDep
 from kynsey.web.routes.conversations import SSE_HEADERS
+from kynsey.web.streams import ExchangeStream
 
 router = APIRouter(prefix="/v1", tags=["openai"])
 
@@ -34,6 +35,6 @@ async def chat_completions(body: openai.ChatCompletionIn, rt: RuntimeDep, user: 
     headers = openai.answer_headers(exchange)
     if body.stream:
         usage = bool(body.stream_options and body.stream_options.include_usage)
-        return StreamingResponse(openai.stream(exchange, usage), media_type="text/event-stream",
-                                 headers={**SSE_HEADERS, **headers})
+        return ExchangeStream(exchange, openai.stream(exchange, usage), media_type="text/event-stream",
+                              headers={**SSE_HEADERS, **headers})
     return JSONResponse(openai.completion(exchange, await exchange.text()), headers=headers)
