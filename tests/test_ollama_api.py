@@ -106,3 +106,12 @@ def test_the_root_endpoints_clash_with_none_of_kynseys_own(server):
     spec = httpx.get(f"{server.url}/openapi.json").json()["paths"]
     owners = {path: {op["tags"][0] for op in spec[path].values()} for path in OLLAMA_PATHS}
     assert owners == {path: {"ollama"} for path in OLLAMA_PATHS}
+
+
+def test_fields_ollama_does_not_know_are_ignored_as_ollama_does(server):
+    http = server.client(server.add_user("alice", "pro"))
+    body = {"model": "pro", "messages": HELLO, "stream": False, "newer_field": 1, "keep_alive": "5m"}
+    resp = http.post("/ollama/api/chat", json=body)
+    assert resp.status_code == 200 and resp.json()["message"]["content"] == "Echo: hello"
+    nul = http.post("/ollama/api/chat", json={**body, "messages": [{"role": "user", "content": "a\u0000b"}]})
+    assert nul.status_code == 400 and "NUL" in nul.json()["error"]

@@ -95,10 +95,10 @@ async def _produce(rt: Runtime, live: LiveReply, answer: Answer) -> Outcome:
             except SQLAlchemyError as exc:  # the final save writes it; the stream goes on
                 log.warning("could not record the fallback of reply %s yet: %s", live.message_id, exc)
         live.begin(start)
-        dirty, mid = rt.live.dirty, live.message_id
+        live_replies, mid = rt.live, live.message_id
         async for text in answer.texts():
             live.add(text)
-            dirty.add(mid)  # saved by the flusher (chat/persist.py)
+            live_replies.dirty.add(mid)  # saved by the flusher (chat/persist.py), which swaps the set
     finally:
         await answer.aclose()
     if answer.error is not None:

@@ -16,17 +16,28 @@ from datetime import UTC, datetime
 from typing import Any, Literal
 
 import orjson
-from pydantic import Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from kynsey.backends.base import ChatMessage, ModelState
 from kynsey.catalog import TierProfile
 from kynsey.compat.service import CLIENT_OPTIONS, ChatRequest, Exchange
 from kynsey.errors import InvalidRequest
-from kynsey.web.schemas import _Body
+from kynsey.web.schemas import check_text
 
 # The Ollama API version whose fields these endpoints follow (clients read it to pick features).
 API_VERSION = "0.12.6"
 MODIFIED_AT = "2025-01-01T00:00:00Z"
+
+
+class _Body(BaseModel):
+    """Fields Kynsey does not know are ignored, as Ollama's server ignores them (clients send newer ones)."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    @field_validator("*")
+    @classmethod
+    def _storable(cls, value):
+        return check_text(value) if isinstance(value, str) else value
 
 
 class MessageIn(_Body):
