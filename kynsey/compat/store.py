@@ -18,6 +18,9 @@ from kynsey.backends.base import ChatMessage
 from kynsey.storage.models import Conversation, Message
 
 SHOWN_ROLES = ("user", "assistant")
+# Conversations as a tree of message versions (messages.parent_id, conversations.current_leaf_id), where the
+# schema has them: written like a turn of the page's own, so the page shows the exchange as one path.
+TREE = "parent_id" in Message.__table__.c and "current_leaf_id" in Conversation.__table__.c
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,13 +46,18 @@ def begin_exchange(exchange: StoredExchange):
     def job(conn: Connection) -> None:
         e = exchange
         common = {"conversation_id": e.conversation_id, "created_at": e.at, "updated_at": e.at}
-        conn.execute(insert(Conversation.__table__), {"id": e.conversation_id, "user_id": e.user_id, "title": e.title,
-                                                       "created_at": e.at, "updated_at": e.at})
+        conversation = {"id": e.conversation_id, "user_id": e.user_id, "title": e.title, "created_at": e.at,
+                        "updated_at": e.at}
         rows = [{**common, "id": mid, "seq": seq, "role": m.role, "content": m.content, "status": "complete",
                  "tier": None, "model": None}
                 for seq, (mid, m) in enumerate(zip(e.message_ids, e.messages, strict=True), 1)]
         rows.append({**common, "id": e.reply_id, "seq": len(rows) + 1, "role": "assistant", "content": "",
                      "status": "streaming", "tier": e.tier, "model": e.model})
+        if TREE:  # each message follows the one before it; the reply is the path the page shows
+            for parent, row in zip([None, *rows], rows):
+                row["parent_id"] = parent["id"] if parent else None
+            conversation["current_leaf_id"] = e.reply_id
+        conn.execute(insert(Conversation.__table__), conversation)
         conn.execute(insert(Message.__table__), rows)
 
     return job
