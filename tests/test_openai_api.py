@@ -98,9 +98,10 @@ def test_client_options_reach_the_backend_except_what_the_tier_pins(start_server
     assert chats(fake_ollama)[-1]["options"] == {"temperature": 0.1, "num_ctx": 4096, "top_p": 0.5, "num_predict": 1,
                                                  "stop": ["x"], "seed": 7}
     assert done.choices[0].finish_reason == "length" and done.usage.completion_tokens == 1
-    client.chat.completions.create(model="pro", messages=HELLO, max_completion_tokens=50, **asked)
+    client.chat.completions.create(model="pro", messages=HELLO, max_completion_tokens=50, extra_body={"top_k": 5},
+                                   **asked)
     assert chats(fake_ollama)[-1]["options"] == {"temperature": 0.7, "num_ctx": 8192, "top_p": 0.5, "num_predict": 50,
-                                                 "stop": ["x"]}  # pinned: the tier's temperature, and no seed
+                                                 "stop": ["x"], "top_k": 5}  # pinned: the tier's temperature, no seed
 
 
 def test_a_locked_tier_is_a_permission_error_with_the_upgrade_prompt_and_is_audited(server):

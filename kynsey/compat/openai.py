@@ -67,6 +67,7 @@ class ChatCompletionIn(_Body):
     max_completion_tokens: int | None = Field(None, ge=1)
     stop: str | list[str] | None = None
     seed: int | None = None
+    top_k: int | None = Field(None, ge=1)  # not OpenAI's, but vLLM's and llama.cpp's servers take it
     presence_penalty: float | None = Field(None, ge=-2, le=2)
     frequency_penalty: float | None = Field(None, ge=-2, le=2)
     n: int | None = None
@@ -98,6 +99,7 @@ def chat_request(body: ChatCompletionIn, request_id: str) -> ChatRequest:
         "num_predict": body.max_completion_tokens or body.max_tokens,
         "stop": [body.stop] if isinstance(body.stop, str) else body.stop,
         "seed": body.seed,
+        "top_k": body.top_k,
         "presence_penalty": body.presence_penalty,
         "frequency_penalty": body.frequency_penalty,
     }
