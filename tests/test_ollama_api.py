@@ -115,3 +115,9 @@ def test_fields_ollama_does_not_know_are_ignored_as_ollama_does(server):
     assert resp.status_code == 200 and resp.json()["message"]["content"] == "Echo: hello"
     nul = http.post("/ollama/api/chat", json={**body, "messages": [{"role": "user", "content": "a\u0000b"}]})
     assert nul.status_code == 400 and "NUL" in nul.json()["error"]
+
+
+def test_the_client_takes_kynseys_url_and_token_from_the_environment(server, monkeypatch):
+    monkeypatch.setenv("OLLAMA_HOST", f"{server.url}/ollama")
+    monkeypatch.setenv("OLLAMA_API_KEY", server.add_user("alice", "pro"))
+    assert ollama.Client().chat(model="pro", messages=HELLO).message.content == "Echo: hello"
