@@ -15,6 +15,11 @@ PostgreSQL (a private database). For each database, in one run:
   never ended, Kynsey's CPU time per relayed token, and its memory after each of
   three rounds (it must not grow with finished streams).
 
+The OpenAI-compatible route (`POST /v1/chat/completions`, streamed, stateless)
+is measured in the same run beside Kynsey's own SSE route: its TTFT (interleaved
+with the other two), one stream of 200 and of 2,000 tokens, and one round of
+200 concurrent streams.
+
 The 1-minute load average is printed beside each figure: figures taken on a
 busy machine are not comparable.
 """
@@ -85,6 +90,29 @@ async def kynsey_stream(client: httpx.AsyncClient, cid: str) -> tuple[float, int
     return first - started, tokens, time.perf_counter() - first
 
 
+async def openai_stream(client: httpx.AsyncClient, tier: str) -> tuple[float, int, float]:
+    """(ttft s, tokens, seconds from first token to end) through /v1/chat/completions; raises on any error."""
+    body = {"model": tier, "messages": [{"role": "user", "content": "hi"}], "stream": True,
+            "stream_options": {"include_usage": True}}
+    started = time.perf_counter()
+    first, tokens = None, 0
+    async with client.stream("POST", "/v1/chat/completions", json=body) as resp:
+        if resp.status_code != 200:
+            raise RuntimeError(f"/v1 answered {resp.status_code}: {(await resp.aread())[:200]!r}")
+        async for line in resp.aiter_lines():
+            if not line.startswith("data: ") or line == "data: [DONE]":
+                continue
+            if first is None and '"content":"' in line and '"content":""' not in line:
+                first = time.perf_counter()
+            elif line.startswith('data: {"error"'):
+                raise RuntimeError(f"/v1 error: {line[6:200]}")
+            elif '"usage":{' in line:
+                tokens = json.loads(line[6:])["usage"]["completion_tokens"]
+    if first is None or not tokens:
+        raise RuntimeError("the /v1 stream ended without a reply")
+    return first - started, tokens, time.perf_counter() - first
+
+
 async def new_conversation(client: httpx.AsyncClient) -> str:
     resp = await client.post("/api/conversations", json={})
     if resp.status_code != 201:
@@ -92,23 +120,26 @@ async def new_conversation(client: httpx.AsyncClient) -> str:
     return resp.json()["id"]
 
 
-async def ttft(direct: httpx.AsyncClient, kyn: httpx.AsyncClient, url: str, n: int) -> tuple[list[float], list[float]]:
-    d, k = [], []
-    for _ in range(n):  # interleaved, so both see the same conditions
+async def ttft(direct: httpx.AsyncClient, kyn: httpx.AsyncClient, url: str,
+               n: int) -> tuple[list[float], list[float], list[float]]:
+    d, k, o = [], [], []
+    for _ in range(n):  # interleaved, so all three see the same conditions
         d.append((await direct_stream(direct, url))[0] * 1000)
         cid = await new_conversation(kyn)  # before the clock starts
         k.append((await kynsey_stream(kyn, cid))[0] * 1000)
-    return d, k
+        o.append((await openai_stream(kyn, "standard"))[0] * 1000)
+    return d, k, o
 
 
-async def one_stream(direct, kyn, url: str, tier: str) -> tuple[float, float]:
-    """tokens/s of one stream, from the request to its end: direct, then through Kynsey. (From the
-    first token on is no measure here: Kynsey coalesces what the fake sends at once into a few events.)"""
+async def one_stream(direct, kyn, url: str, tier: str) -> tuple[float, float, float]:
+    """tokens/s of one stream, from the request to its end: direct, through Kynsey's SSE, through /v1.
+    (From the first token on is no measure here: Kynsey coalesces what the fake sends at once.)"""
     (await kyn.post("/api/models/tier", json={"tier": tier})).raise_for_status()
     cid = await new_conversation(kyn)
     d_ttft, d_tok, d_s = await direct_stream(direct, url)
     k_ttft, k_tok, k_s = await kynsey_stream(kyn, cid)
-    return d_tok / (d_ttft + d_s), k_tok / (k_ttft + k_s)
+    o_ttft, o_tok, o_s = await openai_stream(kyn, tier)
+    return d_tok / (d_ttft + d_s), k_tok / (k_ttft + k_s), o_tok / (o_ttft + o_s)
 
 
 async def user_turn(kyn: httpx.AsyncClient) -> tuple[float, int, float]:
@@ -172,17 +203,20 @@ async def run(args, urls: dict[str, str], kynsey: Kynsey, token: str, db: str) -
         base_url=kynsey.url, headers=headers, timeout=HUNG_AFTER
     ) as kyn:
         await ttft(direct, kyn, urls["standard"], 20)  # warm connections and caches
-        d, k = await ttft(direct, kyn, urls["standard"], args.ttft_requests)
-        added50, added99 = percentile(k, 50) - percentile(d, 50), percentile(k, 99) - percentile(d, 99)
-        rows += [
-            (f"[{db}] TTFT direct p50 / p99", f"{percentile(d, 50):.2f} / {percentile(d, 99):.2f} ms  ({load()})"),
-            (f"[{db}] TTFT via Kynsey p50 / p99", f"{percentile(k, 50):.2f} / {percentile(k, 99):.2f} ms"),
-            (f"[{db}] TTFT added p50 / p99 (goal <= 2 / 5 ms)", f"{added50:+.2f} / {added99:+.2f} ms"),
-        ]
+        d, k, o = await ttft(direct, kyn, urls["standard"], args.ttft_requests)
+        rows.append((f"[{db}] TTFT direct p50 / p99", f"{percentile(d, 50):.2f} / {percentile(d, 99):.2f} ms  ({load()})"))
+        for route, times in (("Kynsey SSE", k), ("/v1/chat/completions", o)):
+            added50, added99 = percentile(times, 50) - percentile(d, 50), percentile(times, 99) - percentile(d, 99)
+            rows += [
+                (f"[{db}] TTFT via {route} p50 / p99", f"{percentile(times, 50):.2f} / {percentile(times, 99):.2f} ms"),
+                (f"[{db}] TTFT added by {route} p50 / p99 (goal <= 2 / 5 ms)", f"{added50:+.2f} / {added99:+.2f} ms"),
+            ]
         for tier, tokens in (("short", 200), ("long", 2000)):
-            d_rate, k_rate = await one_stream(direct, kyn, urls[tier], tier)
-            rows.append((f"[{db}] one stream of {tokens} tokens, request to end: via Kynsey / direct (goal >= 0.8x)",
-                         f"{k_rate:,.0f} / {d_rate:,.0f} tokens/s = {k_rate / d_rate:.2f}x  ({load()})"))
+            d_rate, k_rate, o_rate = await one_stream(direct, kyn, urls[tier], tier)
+            rows += [(f"[{db}] one stream of {tokens} tokens, request to end: via Kynsey SSE / direct (goal >= 0.8x)",
+                      f"{k_rate:,.0f} / {d_rate:,.0f} tokens/s = {k_rate / d_rate:.2f}x  ({load()})"),
+                     (f"[{db}] one stream of {tokens} tokens, request to end: via /v1 / direct (goal >= 0.8x)",
+                      f"{o_rate:,.0f} / {d_rate:,.0f} tokens/s = {o_rate / d_rate:.2f}x")]
         (await kyn.post("/api/models/tier", json={"tier": "many"})).raise_for_status()
         rows += await rounds(args, urls["many"], kynsey, headers, db)
     return rows
@@ -207,6 +241,14 @@ async def rounds(args, url: str, kynsey: Kynsey, headers: dict, db: str) -> list
                 (f"[{db}] round {round_no}: Kynsey CPU per relayed token (goal <= 10 us)", f"{cpu_us:.1f} us"),
                 (f"[{db}] round {round_no}: Kynsey RSS peak / idle after", f"{mb(peak.peak)} / {mb(proc.memory_info().rss)}"),
             ]
+        d_rate, *_ = await concurrent(lambda client: direct_stream(client, url), direct)
+        cpu = proc.cpu_times()
+        o_rate, tokens, errors, hung = await concurrent(lambda client: openai_stream(client, "many"), kyn)
+        used = proc.cpu_times()
+        cpu_us = ((used.user + used.system) - (cpu.user + cpu.system)) / max(tokens, 1) * 1e6
+        rows += [(f"[{db}] /v1: {args.streams} x {args.stream_tokens} (goal >= 0.8x, 0 errors, 0 hung)",
+                  f"{o_rate:,.0f} / {d_rate:,.0f} tokens/s = {o_rate / d_rate:.2f}x; errors {errors}, hung {hung}  ({load()})"),
+                 (f"[{db}] /v1: Kynsey CPU per relayed token (goal <= 10 us)", f"{cpu_us:.1f} us")]
     return rows
 
 

@@ -55,6 +55,10 @@ class Metrics:
             registry=r,
         )
         self.logins = Counter("kynsey_logins_total", "Login attempts by result (ok, failed, rate_limited)", ["result"], registry=r)
+        self.compat_requests = Counter(
+            "kynsey_compat_requests_total", "Chats through the OpenAI- and Ollama-compatible APIs by result (ok, "
+            "fallback, or the error code)", ["api", "result"], registry=r,
+        )
 
     def switch(self, result: str, from_tier: str, to_tier: str, seconds: float) -> None:
         self.switches.labels(result, from_tier, to_tier).inc()
@@ -98,6 +102,9 @@ class Metrics:
 
     def login(self, result: str) -> None:
         self.logins.labels(result).inc()
+
+    def compat_request(self, api: str, result: str) -> None:
+        self.compat_requests.labels(api, result).inc()
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

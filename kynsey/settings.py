@@ -136,6 +136,9 @@ class Settings(BaseSettings):
         1_048_576, ge=1024, description="Largest request body accepted, in bytes; a larger one gets 413 before it is "
         "read. At least 12 x KYNSEY_MAX_MESSAGE_CHARS (JSON may spell a character in 12 bytes)."
     )
+    compat_store: bool = Field(
+        False, description="Also store the OpenAI- and Ollama-compatible APIs' chats as conversations the user sees on the page."
+    )
 
     @field_validator("switch_rate_limit", "chat_rate_limit", "warm_rate_limit")
     @classmethod

@@ -9,6 +9,9 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 SLUG = re.compile(r"^[a-z][a-z0-9_-]{0,31}$")
 BackendKind = Literal["ollama", "openai", "local"]
+# The options a client of the compatible APIs may set per request (Ollama's names), unless the tier pins them.
+ClientOption = Literal["temperature", "top_p", "top_k", "seed", "stop", "num_predict", "presence_penalty",
+                       "frequency_penalty"]
 
 
 class _Strict(BaseModel):
@@ -42,6 +45,9 @@ class TierProfile(_Strict):
     keep_warm: bool = False
     fallback: list[str] = Field(default_factory=list)
     requires: str | None = Field(None, description="Entitlement that unlocks the tier; default: its slug.")
+    pinned: list[ClientOption] = Field(
+        default_factory=list, description="Options clients of the compatible APIs may not set: the tier's value (or none) holds."
+    )
 
     @field_validator("tier")
     @classmethod

@@ -15,6 +15,8 @@ from kynsey.web.middleware import EdgeMiddleware
 from kynsey.web.routes import operations
 from kynsey.web.routes import admin, auth, conversations, health, tiers
 from kynsey.web.routes import catalog_status, upgrades
+from kynsey.web.routes import ollama_api, openai_api
+from kynsey.compat.shapes import OLLAMA_MOUNT
 
 STATIC = Path(__file__).parent / "static"
 def create_app(settings: Settings | None = None, runtime: Runtime | None = None) -> FastAPI:
@@ -38,6 +40,10 @@ def create_app(settings: Settings | None = None, runtime: Runtime | None = None)
     app.include_router(operations.router)
     app.include_router(upgrades.router)
     app.include_router(catalog_status.router)
+    app.include_router(openai_api.router)
+    app.include_router(ollama_api.router)  # at the root (a drop-in base URL) and under /ollama
+    app.include_router(ollama_api.router, prefix=OLLAMA_MOUNT)
+    app.include_router(ollama_api.mount)
     if STATIC.is_dir():
         app.mount("/", StaticFiles(directory=STATIC, html=True), name="static")
     app.add_middleware(EdgeMiddleware, max_body_bytes=settings.max_body_bytes)

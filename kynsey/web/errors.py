@@ -11,6 +11,7 @@ from sqlalchemy.exc import OperationalError, InterfaceError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from kynsey.compat.shapes import render as compat_shape
 from kynsey.errors import CatalogError, KynseyError
 
 log = logging.getLogger(__name__)
@@ -19,22 +20,31 @@ HTTP_CODES = {404: "not_found", 405: "method_not_allowed", 400: "bad_request", 4
 MAX_PROBLEMS = 20  # a body with a million bad fields must not answer a million problems
 
 
-def error_response(status: int, code: str, message: str, headers: dict | None = None, **details) -> JSONResponse:
+def error_response(status: int, code: str, message: str, headers: dict | None = None, *, path: str = "",
+                   **details) -> JSONResponse:
+    """Kynsey's error shape; on the compatible APIs' paths, OpenAI's or Ollama's (``kynsey/compat/shapes.py``)."""
+    shaped = compat_shape(path, status, code, message, headers, details) if path else None
+    if shaped is not None:
+        status, body, headers = shaped
+        return JSONResponse(body, status_code=status, headers=headers)
     return JSONResponse({"error": {"code": code, "message": message, **details}}, status_code=status, headers=headers)
 
 
-def too_large_response(limit: int) -> JSONResponse:
-    return error_response(413, "payload_too_large", f"the request body is larger than {limit} bytes", limit=limit)
+def too_large_response(limit: int, path: str = "") -> JSONResponse:
+    return error_response(413, "payload_too_large", f"the request body is larger than {limit} bytes", path=path,
+                          limit=limit)
 
 
 def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(KynseyError)
     async def _domain(request: Request, exc: KynseyError) -> JSONResponse:
-        return JSONResponse({"error": exc.to_dict()}, status_code=exc.status, headers=exc.headers or None)
+        return error_response(exc.status, exc.code, exc.message, exc.headers or None, path=request.url.path,
+                              **exc.details)
 
     @app.exception_handler(CatalogError)
     async def _catalog(request: Request, exc: CatalogError) -> JSONResponse:
-        return error_response(422, "invalid_catalog", str(exc), file=exc.path, tier=exc.tier, field=exc.field)
+        return error_response(422, "invalid_catalog", str(exc), path=request.url.path, file=exc.path, tier=exc.tier,
+                              field=exc.field)
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
@@ -46,19 +56,21 @@ def install_error_handlers(app: FastAPI) -> None:
         first = problems[0] if problems else {"field": "body", "problem": "invalid"}
         message = f"invalid request: {first['field']}: {first['problem']}"
         more = {"problems_total": len(errors)} if len(errors) > MAX_PROBLEMS else {}
-        return error_response(422, "invalid_request", message, problems=problems, **more)
+        return error_response(422, "invalid_request", message, path=request.url.path, problems=problems, **more)
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         if exc.status_code == 413:  # a streamed body grew past the limit (kynsey.web.middleware)
-            return too_large_response(request.app.state.max_body_bytes)
+            return too_large_response(request.app.state.max_body_bytes, request.url.path)
         code = HTTP_CODES.get(exc.status_code, "http_error")
-        return error_response(exc.status_code, code, str(exc.detail), headers=getattr(exc, "headers", None))
+        return error_response(exc.status_code, code, str(exc.detail), headers=getattr(exc, "headers", None),
+                              path=request.url.path)
 
     @app.exception_handler(PoolTimeout)
     async def _pool(request: Request, exc: PoolTimeout) -> JSONResponse:
         log.warning("database connection pool exhausted on %s %s", request.method, request.url.path)
-        return error_response(503, "busy", "the server is busy; try again in a moment", headers={"Retry-After": "1"})
+        return error_response(503, "busy", "the server is busy; try again in a moment", headers={"Retry-After": "1"},
+                              path=request.url.path)
 
     @app.exception_handler(OperationalError)
     @app.exception_handler(InterfaceError)
@@ -66,5 +78,4 @@ def install_error_handlers(app: FastAPI) -> None:
         # storage/db.py turns every driver's outage (refused, reset, frozen, too many clients) into these.
         log.error("database unavailable on %s %s: %s", request.method, request.url.path, str(exc).splitlines()[0])
         return error_response(503, "database_unavailable", "the database does not answer; try again shortly",
-                              headers={"Retry-After": "2"})
-
+                              headers={"Retry-After": "2"}, path=request.url.path)

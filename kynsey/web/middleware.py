@@ -105,7 +105,7 @@ class EdgeMiddleware:
             return message
 
         if _declared_length(scope) > limit:
-            return await too_large_response(limit)(scope, receive, send_with_headers)
+            return await too_large_response(limit, scope.get("path", ""))(scope, receive, send_with_headers)
         if CONTROL_CHARS.search(scope.get("path", "")):
             # No name, id or slug has one; PostgreSQL cannot even compare text holding a NUL.
             response = error_response(404, "not_found", "no resource has control characters in its path")
@@ -116,9 +116,10 @@ class EdgeMiddleware:
             if started():
                 raise  # the answer is already under way: the server closes the connection
             if isinstance(exc, BodyTooLarge):  # read outside a FastAPI handler
-                return await too_large_response(limit)(scope, receive, send_with_headers)
+                return await too_large_response(limit, scope.get("path", ""))(scope, receive, send_with_headers)
             log.exception("unhandled error on %s %s", scope.get("method"), scope.get("path"))
-            response = error_response(500, "internal", "an unexpected error occurred; it has been logged")
+            response = error_response(500, "internal", "an unexpected error occurred; it has been logged",
+                                      path=scope.get("path", ""))
             await response(scope, receive, send_with_headers)
 
 
