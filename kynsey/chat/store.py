@@ -27,6 +27,8 @@ from kynsey.storage.models import Conversation, Message
 
 CONVERSATIONS = Conversation.__table__
 MESSAGES = Message.__table__
+_MESSAGE_COLUMNS = (MESSAGES.c.id, MESSAGES.c.parent_id, MESSAGES.c.role, MESSAGES.c.content, MESSAGES.c.status,
+                    MESSAGES.c.seq)
 PROGRESS = (
     update(MESSAGES)
     .where(MESSAGES.c.id == bindparam("mid"), MESSAGES.c.status == "streaming")
@@ -105,12 +107,17 @@ def _open(conn: Connection, turn: Turn) -> tuple[list, str | None, str]:
             "id": turn.conversation_id, "user_id": turn.user_id, "title": turn.title,
             "created_at": turn.at, "updated_at": turn.at, "current_leaf_id": turn.reply_id})
         return [], None, turn.title
-    leaf_id, title = _owned(conn, turn.conversation_id, turn.user_id)
-    earlier = conn.execute(
-        select(MESSAGES.c.id, MESSAGES.c.parent_id, MESSAGES.c.role, MESSAGES.c.content, MESSAGES.c.status, MESSAGES.c.seq)
-        .where(MESSAGES.c.conversation_id == turn.conversation_id)
+    # One round trip: the conversation's owner, leaf and title beside every message (none for a new one).
+    rows = conn.execute(
+        select(CONVERSATIONS.c.user_id, CONVERSATIONS.c.title, CONVERSATIONS.c.current_leaf_id, *_MESSAGE_COLUMNS)
+        .select_from(CONVERSATIONS.outerjoin(MESSAGES, MESSAGES.c.conversation_id == CONVERSATIONS.c.id))
+        .where(CONVERSATIONS.c.id == turn.conversation_id)
         .order_by(MESSAGES.c.seq)
     ).all()
+    if not rows or rows[0].user_id != turn.user_id:
+        raise ConversationNotFound(f"there is no conversation {turn.conversation_id[:40]!r} for you")
+    leaf_id, title = rows[0].current_leaf_id, rows[0].title
+    earlier = [SimpleNamespace(**{c.name: getattr(r, c.name) for c in _MESSAGE_COLUMNS}) for r in rows if r.id is not None]
     earlier = [_settle(m, turn.settled[m.id]) if m.id in turn.settled else m for m in earlier]
     if any(m.status == "streaming" for m in earlier):
         raise Conflict("a reply in this conversation is still being written; wait for it or re-attach to it")
@@ -119,18 +126,7 @@ def _open(conn: Connection, turn: Turn) -> tuple[list, str | None, str]:
 
 def _settle(row, final: dict[str, Any]) -> SimpleNamespace:
     """``row`` with the final status and text its reply ended with."""
-    return SimpleNamespace(**(row._asdict() | {k: final[k] for k in ("status", "content") if k in final}))
-
-
-def _owned(conn: Connection, conversation_id: str, user_id: int) -> tuple[str | None, str]:
-    """The conversation's shown leaf and title, if it is ``user_id``'s; else ConversationNotFound."""
-    row = conn.execute(
-        select(CONVERSATIONS.c.user_id, CONVERSATIONS.c.title, CONVERSATIONS.c.current_leaf_id)
-        .where(CONVERSATIONS.c.id == conversation_id)
-    ).first()
-    if row is None or row.user_id != user_id:
-        raise ConversationNotFound(f"there is no conversation {conversation_id[:40]!r} for you")
-    return row.current_leaf_id, row.title
+    return SimpleNamespace(**(vars(row) | {k: final[k] for k in ("status", "content") if k in final}))
 
 
 def _history_path(turn: Turn, earlier, leaf_id: str | None) -> list:

@@ -105,6 +105,12 @@ class PooledJobs(Jobs):
         async with self.engine.begin() as conn:
             return await conn.run_sync(job)
 
+    async def read(self, job: Job[T]) -> T:
+        """In autocommit: a read needs no BEGIN and COMMIT, two round trips fewer."""
+        async with self.engine.connect() as conn:
+            await conn.execution_options(isolation_level="AUTOCOMMIT")
+            return await conn.run_sync(job)
+
 
 def make_jobs(url: str, engine: AsyncEngine) -> Jobs:
     if make_url(url).get_backend_name() == "sqlite":
