@@ -24,7 +24,7 @@ import math
 import time
 from dataclasses import dataclass
 
-from limits import parse
+from limits import RateLimitItem, parse
 from limits.aio.storage import MemoryStorage, RedisStorage, Storage
 from limits.aio.strategies import MovingWindowRateLimiter
 from limits.errors import StorageError
@@ -70,7 +70,7 @@ class RateLimiter:
         self._local = MovingWindowRateLimiter(MemoryStorage()) if self.shared else self._limiter
         self._down_until = 0.0
         self._down_reason: str | None = None
-        self._parsed: dict[str, object] = {}
+        self._parsed: dict[str, RateLimitItem] = {}
 
     @property
     def degraded(self) -> str | None:

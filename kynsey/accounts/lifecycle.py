@@ -57,7 +57,7 @@ async def _keep_an_admin(db: AsyncSession, user: User, doing: str) -> None:
     admins = await db.scalar(
         select(func.count()).select_from(User).where(User.is_admin.is_(True), User.disabled_at.is_(None))
     )
-    if admins <= 1:
+    if (admins or 0) <= 1:
         raise Conflict(f"'{user.name}' is the last enabled admin; make another user admin before you {doing} them")
 
 

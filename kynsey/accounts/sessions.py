@@ -27,6 +27,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from kynsey.accounts.secrets import new_token, token_digest, verify_password_off_loop
 from kynsey.audit import AuditRecord, append
 from kynsey.errors import NotAuthenticated, RateLimited
+from kynsey.storage.dml import rows_changed
 from kynsey.storage.models import User, WebSession, as_utc
 
 if TYPE_CHECKING:
@@ -83,8 +84,8 @@ async def login(
     """Check ``name``/``password`` and open a browser session: (cookie token, session, user)."""
     await guard.check(name, address)
     user = await db.scalar(select(User).where(User.name == name))
-    ok = await verify_password_off_loop(user.password_hash if user else None, password) and user is not None
-    reason = None if ok and user.disabled_at is None else (DISABLED if ok else WRONG)
+    ok = await verify_password_off_loop(user.password_hash if user else None, password)
+    reason = WRONG if user is None or not ok else DISABLED if user.disabled_at is not None else None
     audit = AuditRecord(
         actor=name,
         action="login",
@@ -94,10 +95,10 @@ async def login(
         request_id=request_id,
         details={"address": address},
     )
-    if reason:
+    if user is None or reason is not None:
         await guard.failed(name, address)
         await append(db, audit)
-        raise NotAuthenticated(reason, **({"reason": "account_disabled"} if reason == DISABLED else {}))
+        raise NotAuthenticated(reason or WRONG, **({"reason": "account_disabled"} if reason == DISABLED else {}))
     token = new_token("kys_")
     session = WebSession(
         id_hash=token_digest(token),
@@ -141,5 +142,4 @@ async def logout(db: AsyncSession, token: str) -> None:
 
 async def end_sessions(db: AsyncSession, user: User) -> int:
     """Remove every browser session of ``user`` (the caller audits and commits)."""
-    result = await db.execute(delete(WebSession).where(WebSession.user_id == user.id))
-    return result.rowcount or 0
+    return await rows_changed(db, delete(WebSession).where(WebSession.user_id == user.id))

@@ -19,7 +19,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from kynsey.accounts.secrets import new_token, token_digest
 from kynsey.audit import AuditRecord, append
 from kynsey.errors import InvalidRequest, NotAuthenticated, NotFound
-from kynsey.storage.models import ApiToken, User, as_utc, iso_utc
+from kynsey.storage.dml import rows_changed
+from kynsey.storage.models import ApiToken, User, as_utc, iso_utc, table
 
 LAST_USED_EVERY = timedelta(seconds=60)
 MAX_TOKEN_NAME = 64
@@ -119,8 +120,7 @@ async def revoke_token(
 
 async def delete_all_tokens(db: AsyncSession, user: User) -> int:
     """Remove every token of ``user`` (the caller audits and commits)."""
-    result = await db.execute(delete(ApiToken).where(ApiToken.user_id == user.id))
-    return result.rowcount or 0
+    return await rows_changed(db, delete(ApiToken).where(ApiToken.user_id == user.id))
 
 
 def caller_by_token(token: str):
@@ -157,6 +157,6 @@ def touch_token(token_id: int):
     """The job that records a token's use now (at most once per LAST_USED_EVERY, off the request path)."""
 
     def job(conn: Connection) -> None:
-        conn.execute(update(ApiToken.__table__).where(ApiToken.id == token_id).values(last_used_at=datetime.now(UTC)))
+        conn.execute(update(table(ApiToken)).where(ApiToken.id == token_id).values(last_used_at=datetime.now(UTC)))
 
     return job

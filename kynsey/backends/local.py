@@ -26,7 +26,7 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncGenerator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import aclosing
 from dataclasses import dataclass, field
@@ -238,14 +238,15 @@ class LocalBackend(Backend):
             self._reaper = asyncio.get_running_loop().create_task(self._reap_forever(), name=f"kynsey-{self.name}-reaper")
 
     async def _reap_forever(self) -> None:
+        wake = self._wake = self._wake or asyncio.Event()
         while True:
-            self._wake.clear()
+            wake.clear()
             await self._reap_once()
             deadlines = [s.deadline for s in self._slots.values() if s.runner is not None and s.users == 0 and s.deadline is not None]
             delay = max(0.0, min(deadlines) - time.monotonic()) if deadlines else None
             try:
                 async with asyncio.timeout(delay):
-                    await self._wake.wait()
+                    await wake.wait()
             except TimeoutError:
                 pass
 
@@ -259,7 +260,7 @@ class LocalBackend(Backend):
     # -- chat ---------------------------------------------------------------------
     async def chat(
         self, model_id: str, messages: Sequence[ChatMessage], *, options: dict[str, Any], keep_alive: str | int
-    ) -> AsyncIterator[ChatChunk]:
+    ) -> AsyncGenerator[ChatChunk, None]:
         slot, keep = self._slot(model_id), keep_alive_seconds(keep_alive)
         if slot.users > self.config.max_queue:
             raise BackendBusy(
@@ -287,6 +288,8 @@ class LocalBackend(Backend):
         kwargs["max_tokens"] = predict if isinstance(predict, int) and predict > 0 else None  # Ollama: -1 = no limit
         kwargs["messages"] = [{"role": m.role, "content": m.content} for m in messages]
         loop = asyncio.get_running_loop()
+        if slot.runner is None:
+            raise StreamBroken(f"model '{slot.model_id}' was unloaded before its reply began", model=slot.model_id)
         generation = Generation(slot.runner, kwargs, loop)
         future = self._executor.submit(generation.run)
         # Registered before wrap_future's own callback, so the slot is free again
@@ -297,12 +300,13 @@ class LocalBackend(Backend):
         return generation
 
     @staticmethod
-    async def _relay(model_id: str, generation: Generation, load_ms: float) -> AsyncIterator[ChatChunk]:
+    async def _relay(model_id: str, generation: Generation, load_ms: float) -> AsyncGenerator[ChatChunk, None]:
         finish = None
         while True:
             item = await generation.queue.get()
             if isinstance(item, Finished):
-                await asyncio.shield(generation.job)  # the model is released before the reply ends
+                if generation.job is not None:
+                    await asyncio.shield(generation.job)  # the model is released before the reply ends
                 yield ChatChunk(
                     done=True,
                     tokens=item.completion_tokens,

@@ -21,12 +21,12 @@ import asyncio
 import os
 import re
 import threading
-from collections.abc import Iterable, Sequence
+from collections.abc import Generator, Iterable, Iterator, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from kynsey.errors import BackendError
 
@@ -254,7 +254,7 @@ class Generation:
         self.runner.stop_requested = self.stop
         stream = None
         try:
-            stream = self.runner.create_chat_completion(stream=True, **self.kwargs)
+            stream = cast(Iterator[Any], self.runner.create_chat_completion(stream=True, **self.kwargs))
             for chunk in stream:
                 if self.stop.is_set():
                     break
@@ -264,7 +264,7 @@ class Generation:
         except Exception as exc:  # handed to the event loop, which raises it as StreamBroken
             self._send(exc)
         finally:
-            if stream is not None:
+            if isinstance(stream, Generator):
                 stream.close()
             self.runner.stop_requested = None
 

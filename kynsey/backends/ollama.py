@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncGenerator, Sequence
 from typing import Any
 
 import httpx
@@ -137,7 +137,7 @@ class OllamaBackend(HttpBackend):
     # -- chat ---------------------------------------------------------------------
     async def chat(
         self, model_id: str, messages: Sequence[ChatMessage], *, options: dict[str, Any], keep_alive: str | int
-    ) -> AsyncIterator[ChatChunk]:
+    ) -> AsyncGenerator[ChatChunk, None]:
         model = self.canonical(model_id)
         body = {
             "model": model,
@@ -155,7 +155,7 @@ class OllamaBackend(HttpBackend):
                 error = exc  # nothing reached that host, so nothing was streamed: try the next one
         raise error
 
-    async def _chat_on(self, client: httpx.AsyncClient, model: str, body: dict) -> AsyncIterator[ChatChunk]:
+    async def _chat_on(self, client: httpx.AsyncClient, model: str, body: dict) -> AsyncGenerator[ChatChunk, None]:
         got_text = False
         # A model not in memory loads before its first byte: allow the load timeout for that wait.
         state = self.snapshot.model(model)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import TypedDict
+
 from kynsey.backends.base import Backend
 from kynsey.catalog import BackendConfig, Catalog
 from kynsey.settings import Settings, normalise_ollama_host
@@ -11,21 +13,27 @@ def build_backends(catalog: Catalog, settings: Settings) -> dict[str, Backend]:
     return {name: build_backend(name, config, catalog, settings) for name, config in catalog.backends.items()}
 
 
+class Timeouts(TypedDict):
+    connect_timeout: float
+    read_timeout: float
+    load_timeout: float
+
+
+def timeouts(settings: Settings) -> Timeouts:
+    return Timeouts(connect_timeout=settings.connect_timeout, read_timeout=settings.read_timeout,
+                    load_timeout=settings.load_timeout)
+
+
 def build_backend(name: str, config: BackendConfig, catalog: Catalog, settings: Settings) -> Backend:
-    timeouts = dict(
-        connect_timeout=settings.connect_timeout,
-        read_timeout=settings.read_timeout,
-        load_timeout=settings.load_timeout,
-    )
     if config.kind == "ollama":
         from kynsey.backends.ollama import OllamaBackend
 
         hosts = [normalise_ollama_host(h) for h in config.hosts] or [settings.ollama_host]
-        return OllamaBackend(name, hosts, **timeouts)
+        return OllamaBackend(name, hosts, **timeouts(settings))
     if config.kind == "openai":
         from kynsey.backends.openai_compat import OpenAIBackend
 
-        return OpenAIBackend(name, config.hosts, api_key=config.api_key, **timeouts)
+        return OpenAIBackend(name, config.hosts, api_key=config.api_key, **timeouts(settings))
     if config.kind == "local":
         try:
             from kynsey.backends.local import LocalBackend

@@ -9,7 +9,7 @@ the chat's fallback and the status page already handle.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncGenerator, Sequence
 from typing import Any
 
 from kynsey.backends.base import Backend, BackendSnapshot, ChatChunk, ChatMessage, HostSnapshot
@@ -43,6 +43,6 @@ class UnavailableBackend(Backend):
 
     async def chat(
         self, model_id: str, messages: Sequence[ChatMessage], *, options: dict[str, Any], keep_alive: str | int
-    ) -> AsyncIterator[ChatChunk]:
+    ) -> AsyncGenerator[ChatChunk, None]:
         raise self._refuse()
         yield ChatChunk()  # pragma: no cover - makes this an async generator like the others

@@ -11,7 +11,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
 from kynsey.catalog.schema import BackendConfig, Catalog, PlanConfig, TierProfile
 from kynsey.errors import CatalogError
@@ -58,7 +58,7 @@ def _table(source: str, raw: dict[str, Any], key: str) -> dict[str, Any]:
     return value
 
 
-def _build(source: str, model: type, body: Any, where: str, tier: str | None = None):
+def _build(source: str, model: type[BaseModel], body: Any, where: str, tier: str | None = None):
     try:
         return model.model_validate(body)
     except ValidationError as exc:

@@ -18,7 +18,7 @@ reply and fallback metrics, and the rollback guard's time-to-first-token sample.
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from typing import Any
 
 from kynsey.backends.base import Backend, ChatChunk, ChatMessage
@@ -67,8 +67,8 @@ class Answer:
         self.rt, self.backends, self.chain, self.history, self.started = rt, backends, chain, history, started
         self.options_for = options_for  # a request's own options per tier; None: each tier's catalog options
         self.asked = chain[0]
-        self.tier: TierProfile | None = None
-        self.model: str | None = None
+        self.tier = self.asked  # the tier answering: the one asked until open() finds it cannot
+        self.model = backends[self.asked.backend].canonical(self.asked.model_id)
         self.failure: BackendError | None = None
         self.ttft_ms: float | None = None
         self.first_at: float | None = None
@@ -76,13 +76,13 @@ class Answer:
         self.final: ChatChunk | None = None
         self.error: BackendError | None = None
         self.summary: dict[str, Any] | None = None  # figures() as they were when the answer completed
-        self._stream: AsyncIterator[ChatChunk] | None = None
+        self._stream: AsyncGenerator[ChatChunk, None] | None = None
         self._first: ChatChunk | None = None
         self._leased = False
 
     @property
     def fell_back(self) -> bool:
-        return self.tier is not None and self.tier is not self.asked
+        return self.tier is not self.asked
 
     @property
     def fallback_reason(self) -> str | None:
@@ -95,7 +95,8 @@ class Answer:
 
         A tier's model is leased from the moment it is asked, so nothing unloads it under the request.
         """
-        rt, failure = self.rt, None
+        rt = self.rt
+        failure: BackendError | None = None
         for tier in self.chain:
             backend = self.backends[tier.backend]
             model = backend.canonical(tier.model_id)
@@ -132,6 +133,8 @@ class Answer:
         """The text as it arrives, one piece per backend read. Ends quietly when the stream
         completes (``final``) or breaks (``error``); closes the stream either way."""
         rt, tier, model, stream, chunk = self.rt, self.tier, self.model, self._stream, self._first
+        if stream is None or chunk is None:
+            raise RuntimeError("Answer.texts() before a successful open()")
         try:
             while True:
                 if chunk.text:
@@ -175,8 +178,9 @@ class Answer:
         if not self._leased:
             return
         self._leased = False
-        self.rt.leases.release(self.tier.backend, self.model)
-        await self._stream.aclose()
+        if self._stream is not None:  # always, when leased
+            self.rt.leases.release(self.tier.backend, self.model)
+            await self._stream.aclose()
 
 
 def _seconds(ms: float | None) -> float | None:

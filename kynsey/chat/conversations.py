@@ -18,6 +18,7 @@ from kynsey.chat import search, tree
 from kynsey.chat.live import LiveReplies
 from kynsey.chat.store import create_conversation
 from kynsey.errors import Conflict, ConversationNotFound, InvalidRequest, NotFound
+from kynsey.storage.dml import rows_changed
 from kynsey.storage.jobs import Jobs
 from kynsey.storage.models import Conversation, Message, User, iso_utc
 
@@ -114,9 +115,9 @@ async def show_version(db: AsyncSession, live: LiveReplies, user: User, conversa
     leaf = tree.deepest(target, tree.children(rows))
     was = conversation.current_leaf_id
     same = Conversation.current_leaf_id == was if was else Conversation.current_leaf_id.is_(None)
-    moved = await db.execute(update(Conversation).where(Conversation.id == conversation.id, same)
+    moved = await rows_changed(db, update(Conversation).where(Conversation.id == conversation.id, same)
                              .values(current_leaf_id=leaf.id).execution_options(synchronize_session=False))
-    if moved.rowcount != 1:  # a turn began meanwhile: its reply is the leaf now
+    if moved != 1:  # a turn began meanwhile: its reply is the leaf now
         await db.rollback()
         raise Conflict("this conversation changed meanwhile; reload it")
     await db.commit()

@@ -86,7 +86,7 @@ async def _produce(rt: Runtime, live: LiveReply, answer: Answer) -> Outcome:
                        {"error": exc.message})
     tier = answer.tier
     try:
-        start = {"message_id": live.message_id, "user_message_id": live.user_message_id, "tier": tier.tier,
+        start: dict[str, Any] = {"message_id": live.message_id, "user_message_id": live.user_message_id, "tier": tier.tier,
                  "model": answer.model, "display_name": tier.display_name}
         if answer.fell_back:  # say who answers and why
             start |= {"fallback_from": asked.tier, "fallback_reason": answer.fallback_reason}

@@ -23,10 +23,10 @@ from sqlalchemy.exc import IntegrityError
 from kynsey.backends.base import ChatMessage
 from kynsey.chat import tree
 from kynsey.errors import Conflict, ConversationNotFound, NotFound
-from kynsey.storage.models import Conversation, Message
+from kynsey.storage.models import Conversation, Message, table
 
-CONVERSATIONS = Conversation.__table__
-MESSAGES = Message.__table__
+CONVERSATIONS = table(Conversation)
+MESSAGES = table(Message)
 _MESSAGE_COLUMNS = (MESSAGES.c.id, MESSAGES.c.parent_id, MESSAGES.c.role, MESSAGES.c.content, MESSAGES.c.status,
                     MESSAGES.c.seq)
 PROGRESS = (
@@ -78,7 +78,10 @@ def begin_turn(turn: Turn):
         path = _history_path(turn, earlier, leaf_id)
         seq = (earlier[-1].seq if earlier else 0) + 1
         common = {"conversation_id": turn.conversation_id, "created_at": turn.at, "updated_at": turn.at}
-        rows, asked_id = [], path[-1].id if turn.content is None else turn.asked_id
+        rows: list[dict] = []
+        asked_id = path[-1].id if turn.content is None else turn.asked_id
+        if asked_id is None:
+            raise ValueError("a turn that sends a message names that message's id (asked_id)")
         if turn.content is not None:
             rows.append({**common, "id": turn.asked_id, "parent_id": path[-1].id if path else None, "seq": seq,
                          "role": "user", "content": turn.content, "status": "complete", "tier": None, "model": None})

@@ -15,7 +15,7 @@ These functions take any rows with ``id``, ``parent_id``, ``role`` and ``seq``
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 
 class Node(Protocol):
@@ -25,15 +25,18 @@ class Node(Protocol):
     seq: int
 
 
-def children(rows: Sequence[Node]) -> dict[str | None, list[Node]]:
+N = TypeVar("N", bound=Node)  # the functions hand back the rows they were given, typed as given
+
+
+def children(rows: Sequence[N]) -> dict[str | None, list[N]]:
     """Each message's children (roots under None), oldest first."""
-    kids: dict[str | None, list[Node]] = {}
+    kids: dict[str | None, list[N]] = {}
     for row in rows:
         kids.setdefault(row.parent_id, []).append(row)
     return kids
 
 
-def path_to(leaf: Node | None, by_id: dict[str, Node]) -> list[Node]:
+def path_to(leaf: N | None, by_id: dict[str, N]) -> list[N]:
     """The messages from the root down to ``leaf``."""
     path, seen = [], set()
     node = leaf
@@ -45,7 +48,7 @@ def path_to(leaf: Node | None, by_id: dict[str, Node]) -> list[Node]:
     return path
 
 
-def deepest(node: Node, kids: dict[str | None, list[Node]]) -> Node:
+def deepest(node: N, kids: dict[str | None, list[N]]) -> N:
     """The leaf reached from ``node`` by following the newest child at each step."""
     seen = {node.id}
     while kids.get(node.id):
@@ -56,7 +59,7 @@ def deepest(node: Node, kids: dict[str | None, list[Node]]) -> Node:
     return node
 
 
-def shown_path(rows: Sequence[Node], leaf_id: str | None) -> list[Node]:
+def shown_path(rows: Sequence[N], leaf_id: str | None) -> list[N]:
     """The path shown: to ``leaf_id``, or (none stored, or it is gone) to the newest branch's end."""
     by_id = {row.id: row for row in rows}
     leaf = by_id.get(leaf_id) if leaf_id else None
@@ -65,12 +68,12 @@ def shown_path(rows: Sequence[Node], leaf_id: str | None) -> list[Node]:
     return path_to(leaf, by_id)
 
 
-def siblings(node: Node, kids: dict[str | None, list[Node]]) -> list[Node]:
+def siblings(node: N, kids: dict[str | None, list[N]]) -> list[N]:
     """The versions of ``node``, itself included, oldest first."""
     return [k for k in kids.get(node.parent_id, []) if k.role == node.role]
 
 
-def version_info(node: Node, kids: dict[str | None, list[Node]]) -> dict[str, Any]:
+def version_info(node: N, kids: dict[str | None, list[N]]) -> dict[str, Any]:
     """What the page needs to show ``< 2/3 >`` and move between versions."""
     ids = [s.id for s in siblings(node, kids)]
     return {"parent_id": node.parent_id, "version": ids.index(node.id) + 1, "versions": len(ids), "sibling_ids": ids}

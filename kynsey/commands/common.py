@@ -59,6 +59,13 @@ class Db:
     sessions: async_sessionmaker[AsyncSession]
     catalog: Catalog | None = None
 
+    @property
+    def plans(self) -> Catalog:
+        """The catalog, for a command run with ``catalog=True``."""
+        if self.catalog is None:
+            raise RuntimeError("this command did not ask for the catalog (catalog=True)")
+        return self.catalog
+
 
 def with_db(
     settings: Settings, work: Callable[[Db], Awaitable[T]], *, catalog: bool = False, migrate: bool = True

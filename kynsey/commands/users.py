@@ -56,7 +56,7 @@ def user_add(
 
     user = in_session(
         settings,
-        lambda session, db: create_user(session, db.catalog, name, plan, password=password, admin=admin, actor=ACTOR),
+        lambda session, db: create_user(session, db.plans, name, plan, password=password, admin=admin, actor=ACTOR),
         catalog=True,
     )
     extras = (", admin" if user.is_admin else "") + (
@@ -71,7 +71,7 @@ def user_passwd(name: Name) -> None:
     from kynsey.accounts.lifecycle import set_password
 
     settings = load_settings()
-    password = read_password(prompt=f"New password for {name}", required=True)
+    password = read_password(prompt=f"New password for {name}", required=True) or ""  # required: never empty
 
     removed = in_session(settings, lambda session, db: set_password(session, name, password, actor=ACTOR))
     typer.echo(f"{name}: password set; {removed.sessions} browser session(s) ended")
@@ -164,7 +164,7 @@ def user_plan(name: Name, plan: Annotated[str, typer.Argument(help="A plan the c
     from kynsey.accounts.service import change_plan
 
     old = in_session(
-        load_settings(), lambda session, db: change_plan(session, db.catalog, name, plan, actor=ACTOR), catalog=True
+        load_settings(), lambda session, db: change_plan(session, db.plans, name, plan, actor=ACTOR), catalog=True
     )
     typer.echo(f"{name}: plan {old} -> {plan}")
 

@@ -103,7 +103,7 @@ def chat_request(body: ChatCompletionIn, request_id: str) -> ChatRequest:
         "presence_penalty": body.presence_penalty,
         "frequency_penalty": body.frequency_penalty,
     }
-    if options["stop"] is not None and len(options["stop"]) > 4:
+    if body.stop is not None and not isinstance(body.stop, str) and len(body.stop) > 4:
         raise InvalidRequest("stop holds at most 4 sequences", field="stop")
     messages = [_message(i, m) for i, m in enumerate(body.messages)]
     return ChatRequest("openai", body.model, messages, {k: v for k, v in options.items() if v is not None}, request_id)
@@ -133,7 +133,7 @@ def _message(index: int, message: MessageIn) -> ChatMessage:
         if any(part.type != "text" or part.text is None for part in content):
             raise InvalidRequest(f"messages.{index}: only text content parts are supported",
                                  field=f"messages.{index}.content")
-        content = "".join(part.text for part in content)
+        content = "".join(part.text or "" for part in content)
     return ChatMessage(role, content or "")
 
 
@@ -164,7 +164,7 @@ def rate_headers(rate: RateInfo) -> dict[str, str]:
 
 def _who(exchange: Exchange) -> dict[str, Any]:
     answer = exchange.answer
-    who = {"tier": answer.tier.tier, "model": answer.model, "display_name": answer.tier.display_name}
+    who: dict[str, Any] = {"tier": answer.tier.tier, "model": answer.model, "display_name": answer.tier.display_name}
     if answer.fell_back:
         who |= {"fallback_from": answer.asked.tier, "fallback_reason": answer.fallback_reason}
     return who

@@ -122,7 +122,7 @@ class Exchange:
 
     def texts(self) -> AsyncIterator[str]:
         """The reply's text, one piece per backend read; then ``error`` says whether it was cut off."""
-        return self.answer.texts() if self.live is None else self._stored_texts()
+        return self.answer.texts() if self.live is None else self._stored_texts(self.live)
 
     async def text(self) -> str:
         """The whole reply (a request that does not stream); BackendError when it was cut off."""
@@ -134,8 +134,7 @@ class Exchange:
             raise BACKEND_ERRORS.get(error[0], BackendError)(error[1])
         return text
 
-    async def _stored_texts(self) -> AsyncIterator[str]:
-        live = self.live
+    async def _stored_texts(self, live: LiveReply) -> AsyncIterator[str]:
         queue = live.subscribe()
         try:
             while (item := await queue.get()) is not None:
@@ -255,9 +254,10 @@ async def _store(rt: Runtime, user: User, request: ChatRequest, answer: Answer, 
     queue = live.subscribe()  # before the task starts: nothing is missed
     try:
         rt.live.run(live, reply_task(rt, live, answer))
-        name, data = await queue.get()
+        first = await queue.get()  # 'start', or 'error' when no tier answered (never the end before either)
     finally:
         live.unsubscribe(queue)
+    name, data = first or ("error", {"code": "backend_error", "message": "the reply ended before it began"})
     if name == "error":  # no tier answered: the reply is saved 'failed'; the client gets the error
         raise BACKEND_ERRORS.get(data["code"], BackendError)(data["message"])
     return live

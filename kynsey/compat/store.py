@@ -15,7 +15,7 @@ from sqlalchemy import insert
 from sqlalchemy.engine import Connection
 
 from kynsey.backends.base import ChatMessage
-from kynsey.storage.models import Conversation, Message
+from kynsey.storage.models import Conversation, Message, table
 
 SHOWN_ROLES = ("user", "assistant")
 # Conversations as a tree of message versions (messages.parent_id, conversations.current_leaf_id), where the
@@ -57,7 +57,7 @@ def begin_exchange(exchange: StoredExchange):
             for parent, row in zip([None, *rows], rows):
                 row["parent_id"] = parent["id"] if parent else None
             conversation["current_leaf_id"] = e.reply_id
-        conn.execute(insert(Conversation.__table__), conversation)
-        conn.execute(insert(Message.__table__), rows)
+        conn.execute(insert(table(Conversation)), conversation)
+        conn.execute(insert(table(Message)), rows)
 
     return job

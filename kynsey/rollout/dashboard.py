@@ -40,7 +40,7 @@ def _minutes(now: datetime, count: int) -> list[str]:
 
 async def switch_counts(db: AsyncSession, since: datetime) -> dict[tuple[str, str], int]:
     """(minute, result) -> switch attempts."""
-    minute = _minute(db.bind.dialect.name, AuditEntry.at)
+    minute = _minute(db.get_bind().dialect.name, AuditEntry.at)
     stmt = (
         select(minute, AuditEntry.result, func.count())
         .where(AuditEntry.action == "switch", AuditEntry.at >= since)
@@ -51,7 +51,7 @@ async def switch_counts(db: AsyncSession, since: datetime) -> dict[tuple[str, st
 
 async def ttft_means(db: AsyncSession, since: datetime) -> dict[tuple[str, str], float]:
     """(minute, model) -> mean time to first token (ms) of the replies started that minute."""
-    minute = _minute(db.bind.dialect.name, Message.created_at)
+    minute = _minute(db.get_bind().dialect.name, Message.created_at)
     stmt = (
         select(minute, Message.model, func.avg(Message.ttft_ms))
         .where(Message.role == "assistant", Message.ttft_ms.is_not(None), Message.created_at >= since)

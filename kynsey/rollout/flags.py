@@ -32,6 +32,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from kynsey.audit import AuditRecord, append
 from kynsey.errors import InvalidRequest, NotFound
 from kynsey.metrics import Metrics
+from kynsey.storage.dml import rows_changed
 from kynsey.storage.models import FeatureFlag, as_utc, iso_utc
 
 if TYPE_CHECKING:
@@ -265,10 +266,10 @@ class Flags:
         values = dict(
             state="off", rollback_at=now, last_rollback=json.dumps(rollback, default=str), updated_at=now, updated_by="guard"
         )
-        done = await db.execute(
-            update(FeatureFlag).where(FeatureFlag.name == name, FeatureFlag.state != "off").values(**values)
+        done = await rows_changed(
+            db, update(FeatureFlag).where(FeatureFlag.name == name, FeatureFlag.state != "off").values(**values)
         )
-        if done.rowcount == 1:
+        if done == 1:
             return True
         if await db.get(FeatureFlag, name) is not None:
             return False

@@ -43,6 +43,7 @@ from kynsey.audit import AuditRecord, append
 from kynsey.metrics import Metrics
 from kynsey.rollout.flags import FLAG, Flags, FlagState
 from kynsey.settings import Settings
+from kynsey.storage.dml import rows_changed
 from kynsey.storage.models import User
 
 log = logging.getLogger(__name__)
@@ -228,8 +229,7 @@ class Guard:
             if not await self.flags.kill(db, FLAG, record):
                 await db.rollback()
                 return False, 0
-            done = await db.execute(update(User).where(User.active_tier.is_not(None)).values(active_tier=None))
-            reverted = done.rowcount
+            reverted = await rows_changed(db, update(User).where(User.active_tier.is_not(None)).values(active_tier=None))
             details = {"trigger": record["trigger"], **record["figures"], "users_reverted": reverted}
             await append(
                 db,

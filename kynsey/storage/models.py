@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from typing import cast, overload
 
-from sqlalchemy import Boolean, DateTime, Float, ForeignKey, Index, Integer, String, Text
+from sqlalchemy import Boolean, DateTime, Float, ForeignKey, Index, Integer, String, Table, Text
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 
@@ -12,6 +13,10 @@ def utcnow() -> datetime:
     return datetime.now(UTC)
 
 
+@overload
+def as_utc(moment: datetime) -> datetime: ...
+@overload
+def as_utc(moment: None) -> None: ...
 def as_utc(moment: datetime | None) -> datetime | None:
     """``moment`` in UTC. A naive one is read as UTC: SQLite hands back naive datetimes,
     Kynsey writes UTC, and audit filters given without a zone mean UTC too."""
@@ -22,7 +27,8 @@ def as_utc(moment: datetime | None) -> datetime | None:
 
 def iso_utc(moment: datetime | None) -> str | None:
     """ISO 8601 in UTC."""
-    return moment and as_utc(moment).isoformat()
+    utc = as_utc(moment)
+    return utc.isoformat() if utc is not None else None
 
 
 class Base(DeclarativeBase):
@@ -162,3 +168,8 @@ class UpgradeRequest(Base):
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     decided_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     decided_by: Mapped[str | None] = mapped_column(String(64))
+
+
+def table(model: type[Base]) -> Table:
+    """A model's table for Core statements (``__table__`` is typed as any FromClause)."""
+    return cast(Table, model.__table__)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass
+from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -16,7 +17,7 @@ from kynsey.audit import AuditRecord, append
 from kynsey.availability.status import TierStatus
 from kynsey.availability.warmup import unload_when_idle
 from kynsey.catalog import TierProfile
-from kynsey.errors import BackendError, FeatureDisabled, KynseyError, TierUnavailable
+from kynsey.errors import BackendError, FeatureDisabled, KynseyError, NotAuthenticated, TierUnavailable
 from kynsey.ratelimit import RateInfo
 from kynsey.rollout.flags import switching_enabled
 from kynsey.runtime import Runtime
@@ -52,7 +53,7 @@ async def switch_tier(rt: Runtime, db: AsyncSession, user: User, slug: str, *, r
     started = time.perf_counter()
     catalog = rt.catalog
     previous = active_tier(catalog, user).tier
-    record = dict(actor=user.name, action="switch", subject=user.name, from_tier=previous, to_tier=slug, request_id=request_id)
+    record: dict[str, Any] = dict(actor=user.name, action="switch", subject=user.name, from_tier=previous, to_tier=slug, request_id=request_id)
     try:
         result = await _switch(rt, db, user, slug, previous, started)
     except KynseyError as exc:
@@ -80,6 +81,8 @@ async def _switch(rt: Runtime, db: AsyncSession, user: User, slug: str, previous
         loaded, load_ms = await rt.warmer.warm(tier, rt.settings.switch_warm_wait)
     # Written with the audit entry, in its transaction (the caller's User is a detached copy).
     stored = await db.get(User, user.id)
+    if stored is None:  # deleted since this request authenticated
+        raise NotAuthenticated("this account no longer exists")
     stored.active_tier = user.active_tier = tier.tier
     load_ms = round(load_ms, 1) if load_ms is not None else None
     return SwitchResult(tier.tier, previous, "ready" if loaded else "warming", _ms(started), load_ms, rate)

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from sqlalchemy.exc import OperationalError, InterfaceError
+from sqlalchemy.exc import InterfaceError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
@@ -55,7 +56,7 @@ def install_error_handlers(app: FastAPI) -> None:
         ]
         first = problems[0] if problems else {"field": "body", "problem": "invalid"}
         message = f"invalid request: {first['field']}: {first['problem']}"
-        more = {"problems_total": len(errors)} if len(errors) > MAX_PROBLEMS else {}
+        more: dict[str, Any] = {"problems_total": len(errors)} if len(errors) > MAX_PROBLEMS else {}
         return error_response(422, "invalid_request", message, path=request.url.path, problems=problems, **more)
 
     @app.exception_handler(StarletteHTTPException)

@@ -37,7 +37,8 @@ async def tags(rt: RuntimeDep, user: UserDep) -> dict:
 
 @router.get("/api/ps")
 async def running_models(rt: RuntimeDep, user: UserDep) -> dict:
-    return {"models": [ollama.running_entry(*found) for found in await _models(rt, user) if found[2] and found[2].loaded]}
+    found = await _models(rt, user)
+    return {"models": [ollama.running_entry(tier, model, state) for tier, model, state in found if state and state.loaded]}
 
 
 async def _models(rt, user) -> list[tuple[TierProfile, str, ModelState | None]]:
@@ -53,10 +54,11 @@ async def _models(rt, user) -> list[tuple[TierProfile, str, ModelState | None]]:
 
 @router.post("/api/show")
 async def show(body: ollama.ShowIn, rt: RuntimeDep, user: UserDep) -> dict:
-    if not (body.model or body.name):
+    name = body.model or body.name
+    if not name:
         raise InvalidRequest("model is required", field="model")
     catalog, backends = rt.snapshot()
-    tier = await named_tier(rt, catalog, user, body.model or body.name)
+    tier = await named_tier(rt, catalog, user, name)
     backend = backends[tier.backend]
     model = backend.canonical(tier.model_id)
     return ollama.show(tier, model, backend.snapshot.model(model))
