@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from kynsey.accounts.service import check_catalog_keeps_plans
 from kynsey.audit import AuditRecord, append
@@ -20,6 +21,10 @@ from kynsey.backends.registry import build_backend
 from kynsey.catalog.loader import load_catalog
 from kynsey.catalog.schema import Catalog
 from kynsey.errors import CatalogError
+
+if TYPE_CHECKING:
+    from kynsey.backends.base import Backend
+    from kynsey.runtime import Runtime
 
 log = logging.getLogger(__name__)
 
@@ -37,7 +42,7 @@ def _backend_key(catalog: Catalog, name: str) -> tuple:
     return config, tiers
 
 
-async def reload_catalog(rt, *, actor: str, request_id: str | None = None) -> ReloadResult:
+async def reload_catalog(rt: Runtime, *, actor: str, request_id: str | None = None) -> ReloadResult:
     """Swap in the catalog file's current content and audit it; CatalogError leaves all as it was."""
     new = load_catalog(rt.settings.tiers)
     async with rt.sessions() as db:
@@ -46,7 +51,7 @@ async def reload_catalog(rt, *, actor: str, request_id: str | None = None) -> Re
         return await _swap_in(rt, new, actor=actor, request_id=request_id)
 
 
-async def _swap_in(rt, new: Catalog, *, actor: str, request_id: str | None) -> ReloadResult:
+async def _swap_in(rt: Runtime, new: Catalog, *, actor: str, request_id: str | None) -> ReloadResult:
     old, current = rt.snapshot()
     rebuilt = [n for n in new.backends if n not in old.backends or _backend_key(old, n) != _backend_key(new, n)]
     fresh = {}
@@ -65,7 +70,7 @@ async def _swap_in(rt, new: Catalog, *, actor: str, request_id: str | None) -> R
     return result
 
 
-async def _retire(rt, backend) -> None:
+async def _retire(rt: Runtime, backend: Backend) -> None:
     """Close a replaced backend once no request can still use it: requests that took it
     before the swap lease its models within a database round trip (bounded by the
     database timeouts), then hold them to the end of their stream (at most a read timeout)."""
@@ -84,7 +89,7 @@ async def _retire(rt, backend) -> None:
 class CatalogWatcher:
     """Reload when the catalog file's modification time changes."""
 
-    def __init__(self, rt) -> None:
+    def __init__(self, rt: Runtime) -> None:
         self.rt = rt
         self.mtime = self._mtime()
 

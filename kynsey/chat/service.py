@@ -38,7 +38,6 @@ from kynsey.errors import (
     NotFound,
     NotRunningHere,
 )
-from kynsey.rollout.flags import switching_enabled
 from kynsey.runtime import Runtime
 from kynsey.storage.models import Message, User
 from kynsey.switching.access import answering_tier, find_tier, require_tier
@@ -69,7 +68,7 @@ async def send_message(rt: Runtime, user: User, conversation_id: str, content: s
     catalog, backends = rt.snapshot()
     check_content(content, rt.settings.max_message_chars)
     _check_id(conversation_id)
-    tier = await answering_tier(rt, catalog, user)
+    tier = await answering_tier(rt.flags, catalog, user)
     turn = {"conversation_id": conversation_id, "content": content, "asked_id": new_id(),
             "title": conversations.title_from(content)}
     return await _open(rt, user, (catalog, backends), tier, turn, started)
@@ -82,7 +81,7 @@ async def start_conversation(rt: Runtime, user: User, content: str, title: str |
     catalog, backends = rt.snapshot()
     check_content(content, rt.settings.max_message_chars)
     title = conversations.clean_title(title) or conversations.title_from(content)
-    tier = await answering_tier(rt, catalog, user)
+    tier = await answering_tier(rt.flags, catalog, user)
     turn = {"conversation_id": new_id(), "content": content, "asked_id": new_id(), "title": title, "create": True}
     live = await _open(rt, user, (catalog, backends), tier, turn, started)
     now = datetime.now(UTC).isoformat()
@@ -96,7 +95,7 @@ async def edit_message(rt: Runtime, user: User, conversation_id: str, message_id
     check_content(content, rt.settings.max_message_chars)
     _check_id(conversation_id)
     _check_message_id(message_id)
-    tier = await answering_tier(rt, catalog, user)
+    tier = await answering_tier(rt.flags, catalog, user)
     turn = {"conversation_id": conversation_id, "content": content, "asked_id": new_id(), "target_id": message_id}
     return await _open(rt, user, (catalog, backends), tier, turn, started)
 
@@ -116,9 +115,9 @@ async def _tier_for(rt: Runtime, catalog: Catalog, user: User, slug: str | None)
     """The tier a regenerated reply comes from: the one asked for, under the rules a switch follows
     (the rollout flag, then the plan), or the user's own tier."""
     if slug is None:
-        return await answering_tier(rt, catalog, user)
+        return await answering_tier(rt.flags, catalog, user)
     tier = find_tier(catalog, slug)
-    if tier.tier != catalog.default_tier and not await switching_enabled(rt, user):
+    if tier.tier != catalog.default_tier and not await rt.flags.enabled_for(user):
         raise FeatureDisabled("tier switching is not enabled for your account; the default tier answers")
     return require_tier(catalog, user, tier.tier)
 

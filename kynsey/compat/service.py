@@ -47,10 +47,20 @@ from kynsey.chat.answer import Answer, fallback_chain
 from kynsey.chat.live import LiveReply
 from kynsey.chat.reply import reply_task
 from kynsey.compat.store import StoredExchange, begin_exchange, shown
-from kynsey.errors import (BackendBusy, BackendError, BackendUnreachable, CircuitOpen, FeatureDisabled, InvalidRequest,
-                           KynseyError, ModelLoadFailed, ModelMissing, PermissionDenied, StreamBroken)
+from kynsey.errors import (
+    BackendBusy,
+    BackendError,
+    BackendUnreachable,
+    CircuitOpen,
+    FeatureDisabled,
+    InvalidRequest,
+    KynseyError,
+    ModelLoadFailed,
+    ModelMissing,
+    PermissionDenied,
+    StreamBroken,
+)
 from kynsey.ratelimit import RateInfo
-from kynsey.rollout.flags import switching_enabled
 from kynsey.runtime import Runtime
 from kynsey.storage.models import User
 from kynsey.switching.access import answering_tier, find_tier, require_tier
@@ -80,7 +90,7 @@ def tier_slug(model: str) -> str:
 
 async def usable_tiers(rt: Runtime, catalog: Catalog, user: User) -> list[TierProfile]:
     """The tiers ``user`` may name now: those their plan grants, only the default while switching is off for them."""
-    switching = await switching_enabled(rt, user)
+    switching = await rt.flags.enabled_for(user)
     return [t for t in catalog.tiers.values()
             if catalog.plan_allows(user.plan, t) and (switching or t.tier == catalog.default_tier)]
 
@@ -88,7 +98,7 @@ async def usable_tiers(rt: Runtime, catalog: Catalog, user: User) -> list[TierPr
 async def named_tier(rt: Runtime, catalog: Catalog, user: User, model: str) -> TierProfile:
     """The tier ``model`` names, if ``user`` may use it; else UnknownTier, FeatureDisabled or TierLocked."""
     tier = find_tier(catalog, tier_slug(model))
-    if tier.tier != catalog.default_tier and not await switching_enabled(rt, user):
+    if tier.tier != catalog.default_tier and not await rt.flags.enabled_for(user):
         raise FeatureDisabled(f"tier switching is not enabled for your account; only the default tier "
                               f"'{catalog.default_tier}' (or 'auto') answers you", tier=tier.tier)
     return require_tier(catalog, user, tier.tier)
@@ -222,7 +232,7 @@ async def _tier_for(rt: Runtime, catalog: Catalog, user: User, request: ChatRequ
     model = request.model
     try:
         if model is None or model.strip().lower() in AUTO:
-            return await answering_tier(rt, catalog, user)
+            return await answering_tier(rt.flags, catalog, user)
         return await named_tier(rt, catalog, user, model)
     except PermissionDenied as exc:
         await _audit_refusal(rt, user, request, exc)

@@ -6,6 +6,6 @@ seconds. ``guard``: the automatic rollback that turns the flag off when
 switches fail or replies slow down. ``dashboard``: the admin page's figures.
 """
 
-from kynsey.rollout.flags import FLAG, Flags, FlagState, switching_enabled
+from kynsey.rollout.flags import FLAG, Flags, FlagState
 
-__all__ = ["FLAG", "Flags", "FlagState", "switching_enabled"]
+__all__ = ["FLAG", "FlagState", "Flags"]

@@ -36,7 +36,6 @@ from kynsey.storage.dml import rows_changed
 from kynsey.storage.models import FeatureFlag, as_utc, iso_utc
 
 if TYPE_CHECKING:
-    from kynsey.runtime import Runtime
     from kynsey.storage.models import User
 
 log = logging.getLogger(__name__)
@@ -201,6 +200,11 @@ class Flags:
                 state = await self.reload(name)
         return state
 
+    async def enabled_for(self, user: User, name: str = FLAG) -> bool:
+        """Is flag ``name`` (tier switching by default) on for ``user``? No database round trip
+        while the cache is fresh."""
+        return (await self.get(name)).includes(user.name)
+
     async def reload(self, name: str = FLAG) -> FlagState:
         """Read the flag now, bypassing the cache (admin views, and after a change)."""
         async with self.sessions() as db:
@@ -280,8 +284,3 @@ class Flags:
             await db.rollback()
             return False
         return True
-
-
-async def switching_enabled(rt: Runtime, user: User) -> bool:
-    """Is tier switching on for ``user``? (No database round trip while the cache is fresh.)"""
-    return (await rt.flags.get(FLAG)).includes(user.name)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from kynsey.catalog import Catalog, TierProfile
 from kynsey.errors import TierLocked, UnknownTier
+from kynsey.rollout.flags import Flags
 from kynsey.storage.models import User
 
 
@@ -45,20 +46,17 @@ def active_tier(catalog: Catalog, user: User) -> TierProfile:
     return tier or catalog.tiers[catalog.default_tier]
 
 
-async def current_tier(rt, user: User, catalog: Catalog | None = None) -> TierProfile:
+async def current_tier(flags: Flags, catalog: Catalog, user: User) -> TierProfile:
     """The tier that would answer ``user`` now: the default while switching is off for them (SPEC F10)."""
-    from kynsey.rollout.flags import switching_enabled
-
-    catalog = catalog or rt.catalog
-    if await switching_enabled(rt, user):
+    if await flags.enabled_for(user):
         return active_tier(catalog, user)
     return catalog.tiers[catalog.default_tier]
 
 
-async def answering_tier(rt, catalog: Catalog, user: User) -> TierProfile:
+async def answering_tier(flags: Flags, catalog: Catalog, user: User) -> TierProfile:
     """The tier that answers ``user``'s chat (SPEC F5), from ``catalog`` (the request's
     snapshot): their current tier, which their plan must still grant. A tier they lost
     access to is a TierLocked error with the upgrade prompt, not a silent change of
     model; switching away from it works."""
-    tier = await current_tier(rt, user, catalog)
+    tier = await current_tier(flags, catalog, user)
     return require_tier(catalog, user, tier.tier)

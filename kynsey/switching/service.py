@@ -19,7 +19,6 @@ from kynsey.availability.warmup import unload_when_idle
 from kynsey.catalog import TierProfile
 from kynsey.errors import BackendError, FeatureDisabled, KynseyError, NotAuthenticated, TierUnavailable
 from kynsey.ratelimit import RateInfo
-from kynsey.rollout.flags import switching_enabled
 from kynsey.runtime import Runtime
 from kynsey.storage.models import User
 from kynsey.switching.access import active_tier, find_tier, require_tier
@@ -102,7 +101,7 @@ def usable_status(rt: Runtime, tier: TierProfile) -> TierStatus:
 
 
 async def _require_switching(rt: Runtime, user: User) -> None:
-    if not await switching_enabled(rt, user):
+    if not await rt.flags.enabled_for(user):
         raise FeatureDisabled("tier switching is not enabled for your account; the default tier answers")
 
 

@@ -8,15 +8,23 @@ from pathlib import Path
 from fastapi import FastAPI
 from fastapi.staticfiles import StaticFiles
 
+from kynsey.compat.shapes import OLLAMA_MOUNT
 from kynsey.runtime import Runtime, build_runtime
 from kynsey.settings import Settings
 from kynsey.web.errors import install_error_handlers
 from kynsey.web.middleware import EdgeMiddleware
-from kynsey.web.routes import operations
-from kynsey.web.routes import admin, auth, conversations, health, tiers
-from kynsey.web.routes import catalog_status, upgrades
-from kynsey.web.routes import ollama_api, openai_api
-from kynsey.compat.shapes import OLLAMA_MOUNT
+from kynsey.web.routes import (
+    admin,
+    auth,
+    catalog_status,
+    conversations,
+    health,
+    ollama_api,
+    openai_api,
+    operations,
+    tiers,
+    upgrades,
+)
 
 STATIC = Path(__file__).parent / "static"
 def create_app(settings: Settings | None = None, runtime: Runtime | None = None) -> FastAPI:

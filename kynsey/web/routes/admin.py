@@ -11,9 +11,8 @@ from typing import Annotated, Literal
 
 from fastapi import APIRouter, Path, Query
 
-from kynsey.accounts import lifecycle
+from kynsey.accounts import lifecycle, tokens, upgrades
 from kynsey.accounts import service as accounts
-from kynsey.accounts import tokens, upgrades
 from kynsey.audit.query import AuditFilter, entry_public, recent
 from kynsey.catalog.reload import reload_catalog
 from kynsey.runtime import Runtime

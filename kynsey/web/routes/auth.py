@@ -17,7 +17,7 @@ router = APIRouter(prefix="/api/auth", tags=["auth"])
 
 
 async def user_public(rt: Runtime, user: User) -> UserPublic:
-    tier = await current_tier(rt, user)
+    tier = await current_tier(rt.flags, rt.catalog, user)
     return UserPublic(name=user.name, plan=user.plan, is_admin=user.is_admin, active_tier=tier.tier)
 
 

@@ -9,6 +9,7 @@ from fastapi.responses import JSONResponse, Response
 from sqlalchemy import text
 from sqlalchemy.exc import SQLAlchemyError
 
+from kynsey.runtime import Runtime
 from kynsey.web.deps import RuntimeDep
 
 router = APIRouter(tags=["operations"])
@@ -38,7 +39,7 @@ async def readyz(rt: RuntimeDep) -> JSONResponse:
     return JSONResponse({"ready": ready, "down": down, "checks": checks}, status_code=200 if ready else 503)
 
 
-async def _database_check(rt) -> dict:
+async def _database_check(rt: Runtime) -> dict:
     try:
         async with asyncio.timeout(rt.settings.status_timeout):
             async with rt.engine.connect() as conn:

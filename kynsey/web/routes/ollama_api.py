@@ -11,6 +11,8 @@ from kynsey.catalog import TierProfile
 from kynsey.compat import ollama
 from kynsey.compat.service import ChatRequest, load_only, named_tier, open_exchange, usable_tiers
 from kynsey.errors import InvalidRequest
+from kynsey.runtime import Runtime
+from kynsey.storage.models import User
 from kynsey.web.deps import RequestIdDep, RuntimeDep, UserDep
 from kynsey.web.streams import ExchangeStream
 
@@ -41,7 +43,7 @@ async def running_models(rt: RuntimeDep, user: UserDep) -> dict:
     return {"models": [ollama.running_entry(tier, model, state) for tier, model, state in found if state and state.loaded]}
 
 
-async def _models(rt, user) -> list[tuple[TierProfile, str, ModelState | None]]:
+async def _models(rt: Runtime, user: User) -> list[tuple[TierProfile, str, ModelState | None]]:
     """The tiers the caller may name, each with its backing model and that model's state on its backend."""
     catalog, backends = rt.snapshot()
     found = []

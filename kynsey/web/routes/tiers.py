@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Response
 
-from kynsey.rollout.flags import switching_enabled
 from kynsey.switching.listing import list_tiers, status_report
 from kynsey.switching.service import switch_tier, unload_tier, warm_ahead
 from kynsey.web.deps import AdminDep, DbDep, RequestIdDep, RuntimeDep, UserDep
@@ -16,7 +15,7 @@ router = APIRouter(prefix="/api/models", tags=["tiers"])
 @router.get("/tiers")
 async def get_tiers(rt: RuntimeDep, user: UserDep) -> dict:
     await rt.monitor.wait_first()
-    return list_tiers(rt, user, switching=await switching_enabled(rt, user))
+    return list_tiers(rt, user, switching=await rt.flags.enabled_for(user))
 
 
 @router.post("/tier", responses={202: {"description": "switched; the model is still loading"}})
