@@ -109,7 +109,7 @@ async def drive(kynsey: Kynsey, tokens: list[str], flap: Flapper, switches: int)
     try:
         cids = [(await c.post("/api/conversations", json={})).json()["id"] for c in clients]
         background = [asyncio.create_task(flap.run(stop)), asyncio.create_task(flap.evict(stop))]
-        await asyncio.gather(*(user(c, flap, samples, budget, cid) for c, cid in zip(clients, cids)))
+        await asyncio.gather(*(user(c, flap, samples, budget, cid) for c, cid in zip(clients, cids, strict=True)))
         stop.set()
         for task in background:
             task.cancel()

@@ -142,6 +142,7 @@ def audit_export(
     output: Annotated[Path | None, typer.Option(help="Write here instead of standard output.")] = None,
 ) -> None:
     """Export the audit trail, oldest first, with every column (hashes included)."""
+    import asyncio
     from contextlib import nullcontext
 
     from kynsey.audit.export import check_format, export_chunks
@@ -155,7 +156,8 @@ def audit_export(
     where = AuditFilter(user=user, tier=tier, result=result, action=action, since=as_utc(since), until=as_utc(until))
 
     async def work(db):
-        target = open(output, "w", encoding="utf-8", newline="") if output else nullcontext(sys.stdout)
+        # Opened here, so that a file that cannot be written is an `error: ...` like a database fault.
+        target = await asyncio.to_thread(open, output, "w", encoding="utf-8", newline="") if output else nullcontext(sys.stdout)
         with target as out:
             async with db.sessions() as session:
                 async for chunk in export_chunks(session, where, format):

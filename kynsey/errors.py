@@ -38,12 +38,11 @@ from typing import Any
 class KynseyError(Exception):
     status = 500
     code = "internal"
-    headers: dict[str, str] = {}
-
     def __init__(self, message: str, **details: Any) -> None:
         super().__init__(message)
         self.message = message
         self.details = details
+        self.headers: dict[str, str] = {}  # extra response headers (Retry-After, rate-limit figures)
 
     def to_dict(self) -> dict[str, Any]:
         return {"code": self.code, "message": self.message, **self.details}

@@ -159,7 +159,7 @@ class Settings(BaseSettings):
         return normalise_ollama_host(value)
 
     @property
-    def db_limits(self) -> "DbLimits":
+    def db_limits(self) -> DbLimits:
         from kynsey.storage.db import DbLimits
 
         return DbLimits(self.db_connect_timeout, self.db_statement_timeout, self.db_pool_size,

@@ -7,8 +7,8 @@ import pytest
 from sqlalchemy import func, select
 
 from kynsey.storage.models import AuditEntry, Conversation, Message
-from tests.sse import collect
 from tests.live import eventually
+from tests.sse import collect
 
 PASSWORD = "correct horse battery"
 

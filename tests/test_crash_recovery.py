@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
 import subprocess
 import sys
 import time
-
-import asyncio
 
 import httpx
 import pytest
@@ -16,8 +15,8 @@ from sqlalchemy import select
 
 from kynsey.storage.db import make_engine
 from kynsey.storage.models import Message
-from tests.sse import events
 from tests.live import eventually, free_port
+from tests.sse import events
 
 PYTHON_CLI = [sys.executable, "-m", "kynsey.cli"]
 

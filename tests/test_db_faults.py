@@ -21,10 +21,10 @@ from sqlalchemy.engine import make_url
 
 from kynsey.storage.db import make_engine
 from kynsey.storage.models import Message
+from tests.live import eventually
 from tests.pg import private_database
 from tests.proxy import FaultProxy
 from tests.sse import collect, events, text_of
-from tests.live import eventually
 
 FAST_DB = dict(db_connect_timeout=1.0, db_statement_timeout=1.0, db_pool_timeout=2.0, status_timeout=1.0)
 

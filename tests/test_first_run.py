@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.sse import collect, text_of
 from tests.live import free_port
+from tests.sse import collect, text_of
 from tests.test_serve_startup import run_briefly
 
 ROOT = Path(__file__).resolve().parent.parent

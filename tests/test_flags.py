@@ -10,8 +10,8 @@ from sqlalchemy import event, select
 
 from kynsey.rollout.flags import FLAG, FlagState, bucket
 from kynsey.storage.models import AuditEntry
-from tests.sse import collect
 from tests.live import eventually
+from tests.sse import collect
 
 FLAG_URL = f"/api/admin/flags/{FLAG}"
 PRO = "qwen2.5:14b-instruct"

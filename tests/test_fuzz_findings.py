@@ -29,13 +29,13 @@ def test_a_long_unknown_tier_is_a_404_and_audited(server, length):
 @pytest.mark.parametrize(
     "method, path, body",
     [
-        ("POST", "/api/conversations", '{"title": %s}' % SURROGATE),
-        ("POST", "/api/auth/login", '{"name": %s, "password": "x"}' % SURROGATE),
-        ("POST", "/api/auth/login", '{"name": "alice", "password": %s}' % SURROGATE),
-        ("POST", "/api/models/tier", '{"tier": %s}' % SURROGATE),
-        ("POST", "/api/models/warm", '{"tier": %s}' % SURROGATE),
-        ("PUT", "/api/admin/users/alice/plan", '{"plan": %s}' % SURROGATE),
-        ("PUT", "/api/admin/flags/model_switching", '{"allow": [%s]}' % SURROGATE),
+        ("POST", "/api/conversations", f'{{"title": {SURROGATE}}}'),
+        ("POST", "/api/auth/login", f'{{"name": {SURROGATE}, "password": "x"}}'),
+        ("POST", "/api/auth/login", f'{{"name": "alice", "password": {SURROGATE}}}'),
+        ("POST", "/api/models/tier", f'{{"tier": {SURROGATE}}}'),
+        ("POST", "/api/models/warm", f'{{"tier": {SURROGATE}}}'),
+        ("PUT", "/api/admin/users/alice/plan", f'{{"plan": {SURROGATE}}}'),
+        ("PUT", "/api/admin/flags/model_switching", f'{{"allow": [{SURROGATE}]}}'),
         ("POST", "/api/conversations", '{"title": "\\udfff"}'),
     ],
 )

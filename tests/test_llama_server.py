@@ -19,9 +19,9 @@ import httpx
 import pytest
 
 from kynsey.backends.local_models import packaged_models
+from tests.live import free_port
 from tests.sse import events, text_of
 from tests.test_chat import new_conversation
-from tests.live import free_port
 
 PROMPT = "List the numbers from 1 to 300, one per line."
 CATALOG = """

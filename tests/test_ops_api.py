@@ -46,7 +46,7 @@ def test_the_dashboard_shows_switches_error_rate_ttft_flag_and_the_last_rollback
         assert (rate is None) == (valid == 0)
         failed_total += (rate or 0) * valid
     assert round(failed_total, 3) == 1
-    assert [v for v in data["ttft_ms"][STANDARD] if v is not None][0] > 0
+    assert next(v for v in data["ttft_ms"][STANDARD] if v is not None) > 0
 
     assert data["killed"] is True and data["flag"]["state"] == "off"
     assert data["last_rollback"]["trigger"] == "switch_errors"

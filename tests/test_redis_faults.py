@@ -19,9 +19,8 @@ import pytest
 import redis
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.sse import collect
 from tests.live import free_port
-
+from tests.sse import collect
 
 
 @pytest.fixture

@@ -43,8 +43,6 @@ __all__ = [
     "login",
     "logout",
     "plans_in_use",
-    "caller_by_session",
-    "caller_by_token",
     "touch_token",
 ]
 

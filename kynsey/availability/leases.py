@@ -23,7 +23,7 @@ class ModelLeases:
             del self._counts[key]
             self._idle.pop(key, asyncio.Event()).set()
 
-    def keys(self) -> list[tuple[str, str]]:
+    def held(self) -> list[tuple[str, str]]:
         """The (backend, model) pairs some stream uses now."""
         return list(self._counts)
 

@@ -102,9 +102,9 @@ def _in_folder(folder: Path, name: str) -> Path | None:
         return None
     wanted = name.lower()
     for candidate in sorted(folder.iterdir()):
-        if candidate.is_file() and candidate.suffix.lower() == GGUF_SUFFIX:
-            if wanted in (candidate.name.lower(), candidate.stem.lower()):
-                return candidate
+        is_model = candidate.is_file() and candidate.suffix.lower() == GGUF_SUFFIX
+        if is_model and wanted in (candidate.name.lower(), candidate.stem.lower()):
+            return candidate
     return None
 
 

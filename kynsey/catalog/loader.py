@@ -102,14 +102,14 @@ def _check_references(source, tiers, backends, plans) -> None:
 def _check_cycle(source: str, tiers: dict[str, TierProfile], start: str) -> None:
     path, stack = [start], [(start, iter(tiers[start].fallback))]
     while stack:
-        node, children = stack[-1]
+        _, children = stack[-1]
         child = next(children, None)
         if child is None:
             stack.pop()
             path.pop()
             continue
         if child in path:
-            cycle = " -> ".join(path[path.index(child):] + [child])
+            cycle = " -> ".join([*path[path.index(child):], child])
             raise CatalogError(source, f"fallback cycle: {cycle}", tier=start, field="fallback")
         path.append(child)
         stack.append((child, iter(tiers[child].fallback)))

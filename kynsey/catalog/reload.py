@@ -76,7 +76,7 @@ async def _retire(rt: Runtime, backend: Backend) -> None:
     database timeouts), then hold them to the end of their stream (at most a read timeout)."""
     try:
         await asyncio.sleep(rt.settings.db_connect_timeout + rt.settings.db_statement_timeout)
-        models = {m for (b, m) in rt.leases.keys() if b == backend.name}
+        models = {m for (b, m) in rt.leases.held() if b == backend.name}
         async with asyncio.timeout(rt.settings.read_timeout):
             for model in models:
                 await rt.leases.wait_idle(backend.name, model)

@@ -58,9 +58,27 @@ class Answer:
     ``error`` (why it was cut off). ``ttft_ms``, ``chunks`` and ``figures()`` hold at any time.
     """
 
-    __slots__ = ("rt", "backends", "chain", "history", "started", "options_for", "asked", "tier", "model",
-                 "failure", "ttft_ms", "first_at", "chunks", "final", "error", "summary", "_stream", "_first",
-                 "_leased")
+    __slots__ = (
+        "_first",
+        "_leased",
+        "_stream",
+        "asked",
+        "backends",
+        "chain",
+        "chunks",
+        "error",
+        "failure",
+        "final",
+        "first_at",
+        "history",
+        "model",
+        "options_for",
+        "rt",
+        "started",
+        "summary",
+        "tier",
+        "ttft_ms",
+    )
 
     def __init__(self, rt: Runtime, backends: dict[str, Backend], chain: list[TierProfile],
                  history: list[ChatMessage], started: float, options_for: OptionsFor | None = None) -> None:

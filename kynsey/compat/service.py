@@ -259,7 +259,7 @@ async def _store(rt: Runtime, user: User, request: ChatRequest, answer: Answer, 
     stored = StoredExchange(uuid.uuid4().hex, user.id, uuid.uuid4().hex, title, messages, ids, answer.asked.tier,
                             model, datetime.now(UTC))
     await rt.jobs.run(begin_exchange(stored))  # committed before any backend is called
-    asked_id = next((mid for mid, m in zip(reversed(ids), reversed(messages)) if m.role == "user"), "")
+    asked_id = next((mid for mid, m in zip(reversed(ids), reversed(messages), strict=True) if m.role == "user"), "")
     live = LiveReply(stored.reply_id, stored.conversation_id, user.id, asked_id)
     queue = live.subscribe()  # before the task starts: nothing is missed
     try:

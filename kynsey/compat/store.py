@@ -54,7 +54,7 @@ def begin_exchange(exchange: StoredExchange):
         rows.append({**common, "id": e.reply_id, "seq": len(rows) + 1, "role": "assistant", "content": "",
                      "status": "streaming", "tier": e.tier, "model": e.model})
         if TREE:  # each message follows the one before it; the reply is the path the page shows
-            for parent, row in zip([None, *rows], rows):
+            for parent, row in zip([None, *rows], rows, strict=False):
                 row["parent_id"] = parent["id"] if parent else None
             conversation["current_leaf_id"] = e.reply_id
         conn.execute(insert(table(Conversation)), conversation)

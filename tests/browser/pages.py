@@ -6,6 +6,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from playwright.sync_api import Locator, Page, expect
+
 from tests.live import eventually
 
 PASSWORD = "correct horse battery"

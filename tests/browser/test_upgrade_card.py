@@ -5,7 +5,6 @@ an admin through ``/api/admin/upgrade-requests``)."""
 
 from __future__ import annotations
 
-
 import pytest
 from playwright.sync_api import Page, expect
 
