@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Response
 from fastapi.responses import StreamingResponse
@@ -51,7 +51,7 @@ async def _after(first: bytes, events: AsyncIterator[bytes]) -> AsyncIterator[by
         yield chunk
 
 
-CREATED = {201: {"model": ConversationPublic, "description": "the conversation; with `content`, an event stream "
+CREATED: dict[int | str, dict[str, Any]] = {201: {"model": ConversationPublic, "description": "the conversation; with `content`, an event stream "
                  "(text/event-stream) whose first event is `conversation`", "content": {"text/event-stream": {}}}}
 
 
