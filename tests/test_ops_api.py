@@ -91,6 +91,9 @@ def test_readyz_is_ready_with_database_and_backend_up(server):
 
 
 def test_the_dashboard_script_is_served(server):
-    resp = server.client().get("/dashboard.js")
+    client = server.client()
+    resp = client.get("/dashboard.js")
     assert resp.status_code == 200 and "javascript" in resp.headers["content-type"]
-    assert "/api/admin/dashboard" in resp.text and "/api/admin/flags/model_switching" in resp.text
+    assert 'from "./api.js"' in resp.text and 'setFlag("model_switching"' in resp.text  # the page's one API client
+    api = client.get("/api.js").text
+    assert "/api/admin/dashboard" in api and "/api/admin/flags/" in api

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -84,8 +84,33 @@ class AdminUsersPublic(BaseModel):
     plans: list[str] = Field(description="the plans the catalog declares")
 
 
+class _Out(BaseModel):
+    """A response built from a service's dict. A field the service returns and the schema does not
+    declare is left out of the answer (never a 500 in production); tests/test_response_schemas.py
+    fails the day that happens, so the schema is kept whole."""
+
+    model_config = ConfigDict(extra="ignore")
+
+
+class AuditEntryPublic(_Out):
+    id: int
+    at: str | None
+    actor: str
+    action: str
+    subject: str | None
+    from_tier: str | None
+    to_tier: str | None
+    result: str
+    reason: str | None
+    latency_ms: float | None
+    request_id: str | None
+    details: dict[str, Any] | None
+    prev_hash: str
+    hash: str = Field(description="the chain: a hash over this entry and prev_hash (``kynsey audit verify``)")
+
+
 class AuditPagePublic(BaseModel):
-    entries: list[dict]
+    entries: list[AuditEntryPublic]
     next_before_id: int | None = Field(None, description="pass as before_id for the next, older page; null on the last")
 
 
@@ -205,3 +230,151 @@ class RegenerateIn(_Body):
 
 class ShowVersionIn(_Body):
     message_id: str = Field(min_length=1, max_length=64, description="The version (a message id) to show.")
+
+
+# -- responses built from the services' dicts (the services stay free of FastAPI) ----------------
+class ConversationPublic(_Out):
+    id: str
+    title: str
+    created_at: str | None
+    updated_at: str | None
+
+
+class ConversationListItemPublic(ConversationPublic):
+    snippet: str | None = Field(None, description="Only when searching with q: the text around the match.")
+
+
+class ConversationListPublic(_Out):
+    conversations: list[ConversationListItemPublic]
+
+
+class MessagePublic(_Out):
+    id: str
+    role: str = Field(description="user | assistant")
+    content: str
+    status: str = Field(description="complete | streaming | stopped | failed | interrupted")
+    tier: str | None
+    model: str | None
+    fallback_from: str | None = Field(description="the tier asked for, when another one answered")
+    fallback_reason: str | None
+    error: str | None
+    ttft_ms: float | None
+    tokens: int | None
+    tokens_per_s: float | None
+    load_ms: float | None
+    created_at: str | None
+
+
+class MessageVersionPublic(MessagePublic):
+    parent_id: str | None
+    version: int = Field(description="1-based place among its siblings (the versions of this turn)")
+    versions: int
+    sibling_ids: list[str]
+
+
+class ConversationViewPublic(ConversationPublic):
+    current_leaf_id: str | None
+    messages: list[MessageVersionPublic] = Field(description="the path to the current leaf")
+
+
+class StopPublic(_Out):
+    stopped: bool = Field(description="false: the reply had already ended (its status says how)")
+    message: MessagePublic
+
+
+class UpgradePromptPublic(_Out):
+    unlock_plans: list[str]
+    message: str
+
+
+class TierPublic(_Out):
+    tier: str
+    display_name: str
+    internal_name: str
+    model_id: str
+    description: str
+    backend: str
+    status: str
+    status_reason: str
+    allowed: bool = Field(description="the caller's plan grants this tier")
+    upgrade: UpgradePromptPublic | None
+    active: bool
+
+
+class TierListPublic(_Out):
+    active: str
+    default: str
+    plan: str
+    switching_enabled: bool
+    tiers: list[TierPublic]
+
+
+class WarmPublic(_Out):
+    tier: str
+    status: str
+
+
+class UnloadPublic(_Out):
+    tier: str
+    status: str
+    waited_s: float
+
+
+class FlagPublic(_Out):
+    name: str
+    state: str = Field(description="off | on | percentage")
+    percent: float
+    allow: list[str]
+    enabled: bool
+    effective_percent: float
+    stored: bool = Field(description="false: no row yet, the default (on for everyone)")
+    updated_at: str | None
+    updated_by: str | None
+    enabled_at: str | None
+    rollback_at: str | None
+    last_rollback: dict[str, Any] | None
+    killed: bool = Field(description="the guard's rollback is newer than the last re-enable")
+
+
+class GuardStatusPublic(_Out):
+    state: str
+    switches: dict[str, Any]
+    ttft: dict[str, Any]
+    last_rollback: dict[str, Any] | None
+
+
+class DashboardPublic(_Out):
+    generated_at: str
+    minutes: list[str]
+    switches: dict[str, list[int]] = Field(description="result -> count per minute")
+    error_rate: list[float | None]
+    error_rate_limit: float
+    ttft_ms: dict[str, list[float | None]] = Field(description="model -> mean per minute")
+    flag: FlagPublic
+    last_rollback: dict[str, Any] | None
+    killed: bool
+    guard: GuardStatusPublic = Field(description="this instance's live window")
+
+
+class ChainReportPublic(_Out):
+    ok: bool
+    entries: int
+    bad_id: int | None
+    problem: str | None = Field(description="altered | removed | rewritten")
+    message: str
+
+
+class CatalogReloadPublic(_Out):
+    source: str
+    tiers: list[str]
+    rebuilt_backends: list[str]
+
+
+class HealthPublic(_Out):
+    status: str
+
+
+class ReadyPublic(_Out):
+    ready: bool
+    down: list[str]
+    checks: dict[str, dict[str, Any]] = Field(description="database, redis (when shared), backend:NAME")

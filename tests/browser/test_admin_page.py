@@ -59,3 +59,21 @@ def test_the_admin_page_refuses_other_users_in_words(server, page):
     page.goto(server.url + "/admin.html")
     expect(page.get_by_role("alert")).to_contain_text("This page is for admins")
     expect(page.locator("#usersSection")).to_be_hidden()
+
+
+def test_the_dashboard_saves_the_flag_and_verifies_the_audit_chain(server, page):
+    add_user(server, "root", "pro", admin=True)
+    log_in(page, server, "root")
+    page.goto(server.url + "/admin.html")
+    dash = page.locator("section#dashboard")
+    expect(dash.get_by_role("heading", name="Operations")).to_be_visible()
+    expect(dash).to_contain_text("model_switching: on for 100% of users - default")
+    dash.get_by_label("State").select_option("percentage")
+    dash.get_by_label("Percent").fill("25")
+    dash.get_by_label("Allowlist").fill("sam, ann")
+    dash.get_by_role("button", name="Save flag").click()  # a PUT: it needs the session's CSRF token
+    expect(dash).to_contain_text("on for 25% of users (+2 allowlisted) - changed")
+    flag = server.client(server.add_user("ops", "pro", admin=True)).get("/api/admin/flags/model_switching").json()
+    assert (flag["state"], flag["percent"], flag["allow"], flag["updated_by"]) == ("percentage", 25, ["sam", "ann"], "root")
+    dash.get_by_role("button", name="Verify the hash chain").click()
+    expect(dash).to_contain_text("chain intact:")

@@ -25,7 +25,9 @@ from kynsey.web.schemas import (
     AdminUpgradeRequestPublic,
     AdminUserListPublic,
     AdminUserPublic,
+    AuditEntryPublic,
     AuditPagePublic,
+    CatalogReloadPublic,
     DisabledIn,
     LogoutAllIn,
     PasswordIn,
@@ -161,11 +163,12 @@ async def list_audit(
     where = AuditFilter(user=user or None, tier=tier or None, result=result or None, action=action or None)
     rows = await recent(db, where, limit=limit, before_id=before_id)
     more = len(rows) == limit
-    return AuditPagePublic(entries=[entry_public(r) for r in rows], next_before_id=rows[-1].id if rows and more else None)
+    entries = [AuditEntryPublic.model_validate(entry_public(r)) for r in rows]
+    return AuditPagePublic(entries=entries, next_before_id=rows[-1].id if rows and more else None)
 
 
 @router.post("/catalog/reload")
-async def reload_catalog_route(rt: RuntimeDep, admin: AdminDep, rid: RequestIdDep) -> dict:
+async def reload_catalog_route(rt: RuntimeDep, admin: AdminDep, rid: RequestIdDep) -> CatalogReloadPublic:
     """Load the tier catalog file again (audited); an invalid file changes nothing and answers 422."""
     result = await reload_catalog(rt, actor=admin.name, request_id=rid)
-    return {"source": result.source, "tiers": result.tiers, "rebuilt_backends": result.rebuilt_backends}
+    return CatalogReloadPublic(source=result.source, tiers=result.tiers, rebuilt_backends=result.rebuilt_backends)

@@ -11,16 +11,17 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from kynsey.runtime import Runtime
 from kynsey.web.deps import RuntimeDep
+from kynsey.web.schemas import HealthPublic, ReadyPublic
 
 router = APIRouter(tags=["operations"])
 
 
 @router.get("/healthz")
-async def healthz() -> dict:
-    return {"status": "ok"}
+async def healthz() -> HealthPublic:
+    return HealthPublic(status="ok")
 
 
-@router.get("/readyz")
+@router.get("/readyz", response_model=ReadyPublic, responses={503: {"model": ReadyPublic, "description": "not ready"}})
 async def readyz(rt: RuntimeDep) -> JSONResponse:
     """Ready when the database answers and a backend is reachable; every check is bounded in time.
 
@@ -36,7 +37,8 @@ async def readyz(rt: RuntimeDep) -> JSONResponse:
         checks[f"backend:{name}"] = {"ok": snap.reachable, **({"error": "; ".join(errors)} if not snap.reachable else {})}
     ready = checks["database"]["ok"] and any(c["ok"] for k, c in checks.items() if k.startswith("backend:"))
     down = [name for name, check in checks.items() if not check["ok"]]
-    return JSONResponse({"ready": ready, "down": down, "checks": checks}, status_code=200 if ready else 503)
+    body = ReadyPublic(ready=ready, down=down, checks=checks).model_dump()
+    return JSONResponse(body, status_code=200 if ready else 503)
 
 
 async def _database_check(rt: Runtime) -> dict:

@@ -18,22 +18,22 @@ from kynsey.rollout.dashboard import dashboard
 from kynsey.rollout.flags import check_name
 from kynsey.runtime import Runtime
 from kynsey.web.deps import AdminDep, DbDep, FilterText, RequestIdDep, RuntimeDep, UtcMoment
-from kynsey.web.schemas import FlagIn
+from kynsey.web.schemas import ChainReportPublic, DashboardPublic, FlagIn, FlagPublic
 
 router = APIRouter(prefix="/api/admin", tags=["operations"])
 
 
 @router.get("/flags/{name}")
-async def get_flag(name: str, rt: RuntimeDep, admin: AdminDep) -> dict:
-    return (await rt.flags.reload(check_name(name))).public()
+async def get_flag(name: str, rt: RuntimeDep, admin: AdminDep) -> FlagPublic:
+    return FlagPublic.model_validate((await rt.flags.reload(check_name(name))).public())
 
 
 @router.put("/flags/{name}")
-async def put_flag(name: str, body: FlagIn, rt: RuntimeDep, admin: AdminDep, rid: RequestIdDep) -> dict:
+async def put_flag(name: str, body: FlagIn, rt: RuntimeDep, admin: AdminDep, rid: RequestIdDep) -> FlagPublic:
     flag = await rt.flags.set(
         name, actor=admin.name, state=body.state, percent=body.percent, allow=body.allow, request_id=rid
     )
-    return flag.public()
+    return FlagPublic.model_validate(flag.public())
 
 
 async def _export(rt: Runtime, where: AuditFilter, fmt: str) -> AsyncIterator[str]:
@@ -62,10 +62,10 @@ async def export_audit(
 
 
 @router.get("/audit/verify")
-async def verify_audit(db: DbDep, admin: AdminDep) -> dict:
-    return (await verify_chain(db)).public()
+async def verify_audit(db: DbDep, admin: AdminDep) -> ChainReportPublic:
+    return ChainReportPublic.model_validate((await verify_chain(db)).public())
 
 
 @router.get("/dashboard")
-async def get_dashboard(rt: RuntimeDep, db: DbDep, admin: AdminDep) -> dict:
-    return await dashboard(rt, db)
+async def get_dashboard(rt: RuntimeDep, db: DbDep, admin: AdminDep) -> DashboardPublic:
+    return DashboardPublic.model_validate(await dashboard(rt, db))

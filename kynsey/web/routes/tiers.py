@@ -7,15 +7,15 @@ from fastapi import APIRouter, Response
 from kynsey.switching.listing import list_tiers, status_report
 from kynsey.switching.service import switch_tier, unload_tier, warm_ahead
 from kynsey.web.deps import AdminDep, DbDep, RequestIdDep, RuntimeDep, UserDep
-from kynsey.web.schemas import SwitchIn, SwitchPublic, WarmIn
+from kynsey.web.schemas import SwitchIn, SwitchPublic, TierListPublic, UnloadPublic, WarmIn, WarmPublic
 
 router = APIRouter(prefix="/api/models", tags=["tiers"])
 
 
 @router.get("/tiers")
-async def get_tiers(rt: RuntimeDep, user: UserDep) -> dict:
+async def get_tiers(rt: RuntimeDep, user: UserDep) -> TierListPublic:
     await rt.monitor.wait_first()
-    return list_tiers(rt, user, switching=await rt.flags.enabled_for(user))
+    return TierListPublic.model_validate(list_tiers(rt, user, switching=await rt.flags.enabled_for(user)))
 
 
 @router.post("/tier", responses={202: {"description": "switched; the model is still loading"}})
@@ -44,12 +44,12 @@ async def get_status(rt: RuntimeDep, user: UserDep) -> dict:
 
 
 @router.post("/warm", status_code=202)
-async def post_warm(body: WarmIn, rt: RuntimeDep, user: UserDep) -> dict:
+async def post_warm(body: WarmIn, rt: RuntimeDep, user: UserDep) -> WarmPublic:
     """Load a tier's model ahead of a switch (the page calls this when the selector opens)."""
-    return {"tier": body.tier, "status": await warm_ahead(rt, user, body.tier)}
+    return WarmPublic(tier=body.tier, status=await warm_ahead(rt, user, body.tier))
 
 
 @router.post("/{tier}/unload")
-async def post_unload(tier: str, rt: RuntimeDep, db: DbDep, admin: AdminDep, rid: RequestIdDep) -> dict:
+async def post_unload(tier: str, rt: RuntimeDep, db: DbDep, admin: AdminDep, rid: RequestIdDep) -> UnloadPublic:
     """Free a tier's model (admin); waits for the streams using it to finish first."""
-    return await unload_tier(rt, db, admin, tier, request_id=rid)
+    return UnloadPublic.model_validate(await unload_tier(rt, db, admin, tier, request_id=rid))

@@ -180,3 +180,8 @@ export const listAllUpgradeRequests = (status) => call("GET", `/api/admin/upgrad
 export const decideUpgradeRequest = (id, verdict) => call("POST", `/api/admin/upgrade-requests/${encodeURIComponent(id)}/${verdict}`);
 export const catalogStatus = () => call("GET", "/api/catalog/status");
 export const reloadCatalog = () => call("POST", "/api/admin/catalog/reload");
+
+// -- admin: operations (the dashboard) -------------------------------------------
+export const getDashboard = () => call("GET", "/api/admin/dashboard");
+export const setFlag = (name, body) => call("PUT", `/api/admin/flags/${encodeURIComponent(name)}`, body);
+export const verifyAudit = () => call("GET", "/api/admin/audit/verify");
