@@ -123,15 +123,18 @@ class OllamaBackend(HttpBackend):
         for client in self._clients_for(model):
             kwargs = {"timeout": httpx.Timeout(client.timeout.connect, read=timeout)} if timeout else {}
             try:
-                resp = await client.post(path, json=body, **kwargs)
-            except httpx.HTTPError as exc:
-                error = self.request_error(exc, client, path, model, loading=loading)
-                if isinstance(error, BackendUnreachable):
-                    continue  # nothing reached that host: the next one may answer
-                raise error from exc
-            if resp.status_code >= 400:
-                raise translate_status(resp, model, loading=loading)
-            return resp
+                with self.attempt(client, model, loads=loading) as attempt:
+                    try:
+                        resp = await client.post(path, json=body, **kwargs)
+                    except httpx.HTTPError as exc:
+                        raise self.request_error(exc, client, path, model, loading=loading) from exc
+                    if resp.status_code >= 400:
+                        raise translate_status(resp, model, loading=loading)
+                    if loading:
+                        attempt.served()
+                    return resp
+            except BackendUnreachable as exc:
+                error = exc  # nothing reached that host: the next one may answer
         raise error
 
     # -- chat ---------------------------------------------------------------------
@@ -157,28 +160,31 @@ class OllamaBackend(HttpBackend):
 
     async def _chat_on(self, client: httpx.AsyncClient, model: str, body: dict) -> AsyncIterator[ChatChunk]:
         got_text = False
-        # A model not in memory loads before its first byte: allow the load timeout for that wait.
-        state = self.snapshot.model(model)
+        # A model not in memory there loads before its first byte: allow the load timeout for that wait.
+        host = self._host(host_url(client))
+        state = host.models.get(model) if host else None
         read = client.timeout.read + (0 if state and state.loaded else self.load_timeout)
         timeout = httpx.Timeout(client.timeout.connect, read=read, write=client.timeout.write, pool=client.timeout.pool)
-        try:
-            async with self.streaming(client, "POST", "/api/chat", json=body, timeout=timeout) as resp:
-                if resp.status_code >= 400:
-                    await resp.aread()
-                    raise translate_status(resp, model, loading=False)
-                async for lines in line_batches(resp):
-                    chunk, error = self._merge(model, lines, got_text)
-                    if chunk is not None:
-                        got_text = got_text or bool(chunk.text)
-                        yield chunk
-                    if error is not None:
-                        raise error
-                    if chunk is not None and chunk.done:
-                        return
-        except httpx.HTTPError as exc:
-            raise self.stream_error(exc, client, model) from exc
-        raise StreamBroken(f"the stream from {self.where(client)} ended without its final line", model=model,
-                           host=host_url(client))
+        with self.attempt(client, model) as attempt:
+            try:
+                async with self.streaming(client, "POST", "/api/chat", json=body, timeout=timeout) as resp:
+                    if resp.status_code >= 400:
+                        await resp.aread()
+                        raise translate_status(resp, model, loading=False)
+                    async for lines in line_batches(resp):
+                        chunk, error = self._merge(model, lines, got_text)
+                        if chunk is not None:
+                            attempt.served()  # the model answers there: the next request goes there too
+                            got_text = got_text or bool(chunk.text)
+                            yield chunk
+                        if error is not None:
+                            raise error
+                        if chunk is not None and chunk.done:
+                            return
+            except httpx.HTTPError as exc:
+                raise self.stream_error(exc, client, model) from exc
+            raise StreamBroken(f"the stream from {self.where(client)} ended without its final line", model=model,
+                               host=host_url(client))
 
     @classmethod
     def _merge(cls, model: str, lines: list[bytes], got_text: bool) -> tuple[ChatChunk | None, BackendError | None]:

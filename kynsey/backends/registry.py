@@ -17,15 +17,21 @@ def build_backend(name: str, config: BackendConfig, catalog: Catalog, settings: 
         read_timeout=settings.read_timeout,
         load_timeout=settings.load_timeout,
     )
+    routing = dict(
+        routing=config.routing,
+        max_loaded=config.host_max_loaded,
+        breaker_failures=settings.circuit_failures,
+        breaker_cooldown=settings.circuit_cooldown,
+    )
     if config.kind == "ollama":
         from kynsey.backends.ollama import OllamaBackend
 
         hosts = [normalise_ollama_host(h) for h in config.hosts] or [settings.ollama_host]
-        return OllamaBackend(name, hosts, **timeouts)
+        return OllamaBackend(name, hosts, **timeouts, **routing)
     if config.kind == "openai":
         from kynsey.backends.openai_compat import OpenAIBackend
 
-        return OpenAIBackend(name, config.hosts, api_key=config.api_key, **timeouts)
+        return OpenAIBackend(name, config.hosts, api_key=config.api_key, **timeouts, **routing)
     if config.kind == "local":
         try:
             from kynsey.backends.local import LocalBackend
