@@ -71,7 +71,8 @@ def test_tiers_prints_live_status(kynsey, fake_ollama):
     out = kynsey("tiers").output
     assert out.startswith(f"catalog {OLLAMA_TIERS}, default tier standard: no Kynsey answers at http://127.0.0.1:")
     assert "so this is probed from here" in out
-    assert f"backend ollama (ollama) {fake_ollama.url}: up, version" in out
+    assert f"backend ollama (ollama) host 1 {fake_ollama.url}: up, version" in out
+    assert "holds llama3.2:3b-instruct-fp16 (1); 0 streaming" in out
     lines = {line.split()[0]: line for line in out.splitlines() if line.split() and line.split()[0] in ("standard", "pro", "code")}
     assert "ready" in lines["standard"] and "cold" in lines["pro"] and "KYNSEY" not in lines["pro"]
     fake_ollama.stop()
