@@ -44,6 +44,9 @@ from kynsey.errors import BackendError, BackendUnreachable, ModelLoadFailed, Mod
 log = logging.getLogger(__name__)
 # Failures that mean nothing reached the server: the host is down or saturated.
 CONNECT_ERRORS = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout)
+# A model's own failures: the tier's circuit counts them, not the host's breaker (one broken model
+# file would otherwise close every host to every model).
+MODEL_ERRORS = (ModelMissing, ModelLoadFailed)
 # Hundreds of concurrent streams per backend (SPEC N2) each hold a connection.
 LIMITS = httpx.Limits(max_connections=1000, max_keepalive_connections=200)
 
@@ -239,7 +242,7 @@ class HttpBackend(Backend):
         try:
             yield attempt
         except BackendError as exc:
-            if not isinstance(exc, ModelMissing) and self.router.failure(url):
+            if not isinstance(exc, MODEL_ERRORS) and self.router.failure(url):
                 log.warning("backend %s: %s failed %d times in a row; other hosts serve its models for %gs",
                             self.name, url, self.router.breaker_failures, self.router.breaker_cooldown)
             raise

@@ -17,7 +17,8 @@ until then, so every host has room, and fewer models in memory ranks first).
 Host breaker: ``failures`` failures in a row on one host skip it for
 ``cooldown`` seconds, while the other hosts serve its models; after the
 cooldown the host is tried again, and one more failure skips it again. A
-model missing on a host is not the host's fault and does not count.
+model missing or failing to load is the model's fault, not the host's (the
+tier's circuit counts those), and does not count.
 """
 
 from __future__ import annotations

@@ -342,6 +342,7 @@ class FakeOllama(FakeModelServer):
             self._make_room(name)
             # A load goes on even if its client gives up; only a stop interrupts it.
             await self.pause(self.load_delay)
+            self._make_room(name)  # again: another model may have loaded meanwhile
             self.load_count[name] += 1
             self._resident[name] = Residency(num_ctx, time.time() + DEFAULT_KEEP_ALIVE)
             return int(self.load_delay * 1e9)
