@@ -221,3 +221,19 @@ def test_status_shows_what_each_host_holds_and_only_admins_see_urls(start_server
         assert [h["url"] for h in admin_seen["backends"][0]["hosts"]] == [a.url, b.url]
         with httpx.Client(base_url=srv.url, headers={"Authorization": f"Bearer {user}"}) as client:
             assert client.get("/api/catalog/status").json()["backends"][0]["hosts"][1]["loaded"] == sorted([PRO, CODE])
+
+
+def test_an_unload_frees_the_model_on_every_host_that_holds_it():
+    with ExitStack() as stack:
+        a, b, c = fleet(stack, [PRO], [MINI], [PRO, CODE])
+
+        async def scenario():
+            backend = backend_for([a, b, c])
+            try:
+                await backend.probe(timeout=2)
+                await backend.unload(PRO)
+            finally:
+                await backend.aclose()
+
+        asyncio.run(scenario())
+        assert [sorted(f.loaded) for f in (a, b, c)] == [[], [MINI], [CODE]]

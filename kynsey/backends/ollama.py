@@ -116,8 +116,21 @@ class OllamaBackend(HttpBackend):
         return (time.perf_counter() - started) * 1000
 
     async def unload(self, model_id: str) -> None:
+        """Unload from every host that holds the model (with holder routing, several may)."""
         model = self.canonical(model_id)
-        await self._post(model, "/api/generate", {"model": model, "keep_alive": 0}, timeout=None, loading=False)
+        body = {"model": model, "keep_alive": 0}
+        holders = [h.url for h in self.snapshot.hosts if h.reachable and model in h.models and h.models[model].loaded]
+        if len(holders) < 2:
+            await self._post(model, "/api/generate", body, timeout=None, loading=False)
+            return
+        for url in holders:
+            client = self._clients[url]
+            try:
+                resp = await client.post("/api/generate", json=body)
+            except httpx.HTTPError as exc:
+                raise self.request_error(exc, client, "/api/generate", model, loading=False) from exc
+            if resp.status_code >= 400:
+                raise translate_status(resp, model, loading=False)
 
     async def _post(self, model: str, path: str, body: dict, *, timeout: float | None, loading: bool) -> httpx.Response:
         for client in self._clients_for(model):

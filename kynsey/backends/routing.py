@@ -153,6 +153,9 @@ class HostRouter:
         is known and now exceeded) its least recently used other model evicted, as Ollama does."""
         now = self._clock()
         self._used[(url, model)] = now
+        known = next((h for h in snapshot.hosts if h.url == url), None)
+        if known is not None and model in known.models and known.models[model].loaded:
+            return snapshot  # the usual case: nothing new
         hosts = []
         for host in snapshot.hosts:
             if host.url == url:
