@@ -237,3 +237,21 @@ def test_an_unload_frees_the_model_on_every_host_that_holds_it():
 
         asyncio.run(scenario())
         assert [sorted(f.loaded) for f in (a, b, c)] == [[], [MINI], [CODE]]
+
+
+def test_a_host_capacity_is_learned_from_the_eviction_a_load_causes():
+    with ExitStack() as stack:
+        (a,) = fleet(stack, [MINI], capacity=1)
+
+        async def scenario():
+            backend = backend_for([a])  # no max_loaded: unknown until a load pushes a model out
+            try:
+                await backend.probe(timeout=2)
+                before = backend.host_load(a.url).capacity
+                await backend.load(PRO, keep_alive="30m", options={})
+                await until(lambda: backend.host_load(a.url).capacity is not None, "capacity learned")
+                return before, backend.host_load(a.url).capacity, backend.snapshot.hosts[0].models[MINI].loaded
+            finally:
+                await backend.aclose()
+
+        assert asyncio.run(scenario()) == (None, 1, False)
