@@ -71,7 +71,8 @@ def test_tiers_prints_live_status(kynsey, fake_ollama):
     out = kynsey("tiers").output
     assert out.startswith(f"catalog {OLLAMA_TIERS}, default tier standard: no Kynsey answers at http://127.0.0.1:")
     assert "so this is probed from here" in out
-    assert f"backend ollama (ollama) {fake_ollama.url}: up, version" in out
+    assert f"backend ollama (ollama) host 1 {fake_ollama.url}: up, version" in out
+    assert "holds llama3.2:3b-instruct-fp16 (1); 0 streaming" in out
     lines = {line.split()[0]: line for line in out.splitlines() if line.split() and line.split()[0] in ("standard", "pro", "code")}
     assert "ready" in lines["standard"] and "cold" in lines["pro"] and "KYNSEY" not in lines["pro"]
     fake_ollama.stop()
@@ -203,10 +204,11 @@ def test_tiers_asks_the_running_server_and_says_so(kynsey, server, monkeypatch, 
     monkeypatch.setenv("KYNSEY_URL", server.url)
     out = kynsey("tiers").output
     assert out.startswith(f"catalog {OLLAMA_TIERS}, default tier standard: as served by the Kynsey at {server.url}")
-    assert "backend ollama (ollama): up" in out and "(backend hosts and status reasons are shown to admins" in out
+    assert "backend ollama (ollama) host 1: up, version" in out and "(host addresses and status reasons are shown to admins" in out
+    assert server.runtime.settings.ollama_host not in out
     token = server.add_user("root", "pro", admin=True)
     detailed = kynsey("tiers", "--token", token).output
-    assert f"backend ollama (ollama) {server.runtime.settings.ollama_host}: up, version" in detailed
+    assert f"backend ollama (ollama) host 1 {server.runtime.settings.ollama_host}: up, version" in detailed
     assert "plans: standard (standard; 0 user(s)); pro (standard, pro, code; 1 user(s))" in detailed
     refused = kynsey("tiers", "--token", "ky_not-a-token")
     assert refused.exit_code == 1 and "refused the API token" in refused.output

@@ -7,7 +7,7 @@ unreachable: backend down; degraded: the model's circuit is open.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 from kynsey.backends.base import Backend, ModelState
 from kynsey.catalog import TierProfile
@@ -53,3 +53,28 @@ def tier_status(tier: TierProfile, backend: Backend, *, warming: bool, circuit_o
     if warming:
         return TierStatus(tier.tier, "warming", STATUS_MEANING["warming"], model, state)
     return TierStatus(tier.tier, "cold", STATUS_MEANING["cold"], model, state)
+
+
+def host_holdings(backend: Backend, *, admin: bool) -> list[dict[str, Any]]:
+    """Each host of ``backend`` as the routing sees it: reachable, the models it holds, streams in
+    flight, its breaker and capacity. Hosts are numbered ("host 2"); only admins see their URLs
+    (internal addresses), as only they see the errors' hosts."""
+    hosts = []
+    for i, host in enumerate(backend.snapshot.hosts, 1):
+        load = backend.host_load(host.url)
+        hosts.append(
+            {
+                "host": i,
+                "label": f"host {i}",
+                **({"url": host.url} if admin else {}),
+                "reachable": host.reachable,
+                "version": host.version,
+                "latency_ms": host.latency_ms,
+                "error": host.error,
+                "loaded": sorted(name for name, state in host.models.items() if state.loaded),
+                "streaming": load.streaming,
+                "breaker": load.breaker,
+                "capacity": load.capacity,
+            }
+        )
+    return hosts

@@ -3,7 +3,8 @@
 A switch to a cold tier preloads its model with the tier's keep_alive and the
 same options chat uses (a different num_ctx would make Ollama reload). Loads
 are single-flight per backend and model. Tiers marked ``keep_warm`` are loaded
-at start and re-warmed whenever a status refresh finds them evicted.
+at start and re-warmed whenever a status refresh finds them evicted, spread
+over a backend's hosts.
 """
 
 from __future__ import annotations
@@ -78,14 +79,24 @@ class Warmer:
             listener(tier, None if error or task.cancelled() else task.result(), error)
 
     async def keep_warm(self, catalog: Catalog) -> None:
-        """Start a load for every keep_warm tier of ``catalog`` that is installed but not in memory."""
+        """Start a load for every keep_warm tier of ``catalog`` that is installed but in no host's memory.
+
+        The backend's routing puts each load on the host with most room (loads in flight count), so a
+        backend's hosts together hold every warm tier; a tier that fits only by evicting another warm
+        tier waits (loading it would evict that one, which the next refresh would load again: a storm).
+        """
+        warm: dict[str, set[str]] = {}
+        for tier in catalog.tiers.values():
+            if tier.keep_warm:
+                warm.setdefault(tier.backend, set()).add(self.backends[tier.backend].canonical(tier.model_id))
         for tier in catalog.tiers.values():
             if not tier.keep_warm:
                 continue
             backend = self.backends[tier.backend]
             model = backend.canonical(tier.model_id)
             state = backend.snapshot.model(model)
-            if state and not state.loaded and not self.circuits.is_open(tier.backend, model):
+            if (state and not state.loaded and not self.circuits.is_open(tier.backend, model)
+                    and backend.room_for(model, warm[tier.backend] - {model})):
                 self.start(tier)
 
     async def stop(self) -> None:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import time
 from abc import ABC, abstractmethod
-from collections.abc import AsyncGenerator, Sequence
+from collections.abc import AsyncGenerator, Collection, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -70,6 +70,15 @@ class BackendSnapshot:
         return min(ranked)[2] if ranked else None
 
 
+@dataclass(frozen=True, slots=True)
+class HostLoad:
+    """What a backend knows of one host beyond its probe: streams in flight, its breaker, its capacity."""
+
+    streaming: int = 0
+    breaker: str = "closed"  # closed | open | half_open
+    capacity: int | None = None  # models it holds at once; None: not known
+
+
 @dataclass(slots=True)
 class ChatMessage:
     role: str
@@ -101,6 +110,14 @@ class Backend(ABC):
     def canonical(self, model_id: str) -> str:
         """The name the server reports for ``model_id`` (Ollama adds ':latest')."""
         return model_id
+
+    def host_load(self, url: str) -> HostLoad:
+        """Streams, breaker and capacity of one of ``snapshot.hosts``."""
+        return HostLoad()
+
+    def room_for(self, model: str, keep: Collection[str]) -> bool:
+        """Could ``model`` load without evicting one of ``keep``? (keep_warm asks before each load.)"""
+        return True
 
     @abstractmethod
     async def probe(self, timeout: float) -> BackendSnapshot:

@@ -11,6 +11,12 @@ any other httpx.HTTPError during a stream         -> StreamBroken
 Error messages name the backend, never a host's URL (users read them); the
 URL rides along as ``BackendError.host`` for logs and admins.
 
+Which host serves a model: ``kynsey.backends.routing`` (by default the host
+that holds it, else the least busy one with room; a host breaker skips a host
+that keeps failing). What a request teaches is kept at once: a model that
+answered on a host is held there in the snapshot (so the next request goes to
+the same host), and that host is re-read in the background.
+
 Health between probes: a host that refuses a connection is marked down in the
 snapshot at once (a tier's status follows a failed chat or warm-up without
 waiting for the next probe). A host with a live stream is known to be up, so a
@@ -25,18 +31,24 @@ import asyncio
 import logging
 from abc import abstractmethod
 from collections import Counter
-from collections.abc import AsyncIterator, Sequence
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Collection, Iterator, Sequence
+from contextlib import asynccontextmanager, contextmanager
 from dataclasses import replace
+from typing import TypeVar
 
 import httpx
 
-from kynsey.backends.base import Backend, BackendSnapshot, HostSnapshot
-from kynsey.errors import BackendError, BackendUnreachable, ModelLoadFailed, StreamBroken
+from kynsey.backends.base import Backend, BackendSnapshot, HostLoad, HostSnapshot
+from kynsey.backends.routing import HostRouter, Routing
+from kynsey.errors import BackendError, BackendUnreachable, ModelLoadFailed, ModelMissing, StreamBroken
 
 log = logging.getLogger(__name__)
+E = TypeVar("E", bound=BackendError)
 # Failures that mean nothing reached the server: the host is down or saturated.
 CONNECT_ERRORS = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout)
+# A model's own failures: the tier's circuit counts them, not the host's breaker (one broken model
+# file would otherwise close every host to every model).
+MODEL_ERRORS = (ModelMissing, ModelLoadFailed)
 # Hundreds of concurrent streams per backend (SPEC N2) each hold a connection.
 LIMITS = httpx.Limits(max_connections=1000, max_keepalive_connections=200)
 
@@ -46,15 +58,6 @@ def new_client(
 ) -> httpx.AsyncClient:
     timeout = httpx.Timeout(connect=connect_timeout, read=read_timeout, write=read_timeout, pool=connect_timeout)
     return httpx.AsyncClient(base_url=url, timeout=timeout, limits=LIMITS, headers=headers)
-
-
-def pick_host(snapshot: BackendSnapshot, hosts: Sequence[str], model: str) -> str:
-    """The host to send ``model`` to: where it is loaded, else installed, else any reachable one."""
-    url = snapshot.host_for(model)
-    if url is None:
-        reachable = [h.url for h in snapshot.hosts if h.reachable]
-        url = reachable[0] if reachable else hosts[0]
-    return url
 
 
 async def line_batches(resp: httpx.Response) -> AsyncIterator[list[bytes]]:
@@ -98,12 +101,20 @@ class HttpBackend(Backend):
         read_timeout: float,
         load_timeout: float,
         headers: dict[str, str] | None = None,
+        routing: Routing = "holder",
+        max_loaded: int | None = None,
+        breaker_failures: int = 3,
+        breaker_cooldown: float = 30.0,
     ) -> None:
         super().__init__(name)
         if not hosts:
             raise ValueError(f"a {self.kind} backend needs at least one host")
         self.hosts = list(hosts)
         self.load_timeout = load_timeout
+        self.router = HostRouter(self.hosts, routing=routing, max_loaded=max_loaded,
+                                 breaker_failures=breaker_failures, breaker_cooldown=breaker_cooldown)
+        self._probe_timeout = connect_timeout
+        self._rereads: set[asyncio.Task] = set()
         self._clients = {
             url: new_client(url, connect_timeout=connect_timeout, read_timeout=read_timeout, headers=headers)
             for url in self.hosts
@@ -143,7 +154,7 @@ class HttpBackend(Backend):
         return StreamBroken(f"the stream from {self.where(client)} broke: {type(exc).__name__}", model=model,
                             host=host_url(client))
 
-    def mark_down(self, client: httpx.AsyncClient, error: BackendError) -> BackendError:
+    def mark_down(self, client: httpx.AsyncClient, error: E) -> E:
         """Show the host as unreachable now, not at the next probe."""
         url = error.host = host_url(client)
         hosts = tuple(replace(h, reachable=False, error=error.message) if h.url == url else h for h in self.snapshot.hosts)
@@ -170,36 +181,111 @@ class HttpBackend(Backend):
 
     # -- status ---------------------------------------------------------------------
     async def probe(self, timeout: float) -> BackendSnapshot:
+        self._probe_timeout = timeout
+        started = self.router.now()
         previous = {h.url: h for h in self.snapshot.hosts}
-        hosts = await asyncio.gather(*(self._probe_or_keep(url, previous.get(url), timeout) for url in self.hosts))
-        self.snapshot = BackendSnapshot(self.name, self.kind, tuple(hosts))
+        fresh = await asyncio.gather(*(self._probe_or_keep(url, previous.get(url), timeout) for url in self.hosts))
+        current = {h.url: h for h in self.snapshot.hosts}  # with what requests taught while the probe ran
+        hosts = tuple(self.router.merge(current.get(h.url), h, started) for h in fresh)
+        self.snapshot = BackendSnapshot(self.name, self.kind, hosts)
         return self.snapshot
 
+    async def _reread(self, url: str) -> None:
+        """Probe one host again (after a model loaded there: did it push another one out?)."""
+        started = self.router.now()
+        fresh = await self._probe_or_keep(url, self._host(url), self._probe_timeout)
+        merged = self.router.merge(self._host(url), fresh, started)
+        self.snapshot = replace(self.snapshot, hosts=tuple(merged if h.url == url else h for h in self.snapshot.hosts))
+
+    def _host(self, url: str) -> HostSnapshot | None:
+        return next((h for h in self.snapshot.hosts if h.url == url), None)
+
     async def _probe_or_keep(self, url: str, previous: HostSnapshot | None, timeout: float) -> HostSnapshot:
-        known_up = previous is not None and previous.reachable and self._streaming[url] > 0
-        if known_up and not self.probe_while_streaming:
-            return previous
+        if previous is None or not previous.reachable or self._streaming[url] == 0:
+            return await self._probe_now(url, timeout)
+        if not self.probe_while_streaming:
+            return previous  # known up: it streams
+        fresh = await self._probe_now(url, timeout)
+        if not fresh.reachable and self._streaming[url] > 0 and fresh.timed_out:
+            return previous  # busy with a long generation, not down
+        return fresh
+
+    async def _probe_now(self, url: str, timeout: float) -> HostSnapshot:
         probe = self._probing[url] = asyncio.ensure_future(self._probe_host(url, timeout))
         try:
-            fresh = await probe
+            return await probe
         finally:
             if self._probing.get(url) is probe:
                 del self._probing[url]
-        if not fresh.reachable and known_up and self._streaming[url] > 0 and fresh.timed_out:
-            return previous  # busy with a long generation, not down
-        return fresh
 
     @abstractmethod
     async def _probe_host(self, url: str, timeout: float) -> HostSnapshot:
         """One host's health and models, within ``timeout``."""
 
-    def _clients_for(self, model: str) -> list[httpx.AsyncClient]:
-        """The best host for ``model`` first, then every other host, for failover."""
-        first = pick_host(self.snapshot, self.hosts, model)
-        return [self._clients[first]] + [self._clients[url] for url in self.hosts if url != first]
+    # -- routing ----------------------------------------------------------------------
+    def _clients_for(self, model: str) -> Iterator[httpx.AsyncClient]:
+        """The best host for ``model``, then (if the caller asks for another) the best of the rest,
+        ranked again then: a host found down meanwhile is no longer first for anyone."""
+        tried: set[str] = set()
+        while len(tried) < len(self.hosts):
+            url = self.router.pick(self.snapshot, model, self._streaming, exclude=tried)
+            tried.add(url)
+            yield self._clients[url]
 
     def _client_for(self, model: str) -> httpx.AsyncClient:
-        return self._clients[pick_host(self.snapshot, self.hosts, model)]
+        return self._clients[self.router.pick(self.snapshot, model, self._streaming)]
+
+    @contextmanager
+    def attempt(self, client: httpx.AsyncClient, model: str, *, loads: bool = True) -> Iterator[Attempt]:
+        """One request for ``model`` on ``client``'s host: a load in flight there until it ends (when
+        it ``loads`` the model), the host's breaker told how it went, and the model held there once it answered."""
+        url = host_url(client)
+        host = self._host(url)
+        cold = loads and (host is None or not (model in host.models and host.models[model].loaded))
+        attempt = Attempt(self, url, model, cold)
+        if cold:
+            self.router.loading(url, model, +1)
+        try:
+            yield attempt
+        except BackendError as exc:
+            if not isinstance(exc, MODEL_ERRORS) and self.router.failure(url):
+                log.warning("backend %s: %s failed %d times in a row; other hosts serve its models for %gs",
+                            self.name, url, self.router.breaker_failures, self.router.breaker_cooldown)
+            raise
+        finally:
+            if cold:
+                self.router.loading(url, model, -1)
+
+    def served(self, url: str, model: str, cold: bool) -> None:
+        self.router.success(url)
+        self.snapshot = self.router.held(self.snapshot, url, model)
+        if cold:  # it loaded there: read the host again to see what the load pushed out
+            task = asyncio.ensure_future(self._reread(url))
+            self._rereads.add(task)
+            task.add_done_callback(self._rereads.discard)
+
+    def host_load(self, url: str) -> HostLoad:
+        return HostLoad(self._streaming[url], self.router.breaker(url), self.router.capacity.get(url))
+
+    def room_for(self, model: str, keep: Collection[str]) -> bool:
+        return self.router.room_for(self.snapshot, model, keep)
 
     async def aclose(self) -> None:
+        for task in list(self._rereads):
+            task.cancel()
+        await asyncio.gather(*self._rereads, return_exceptions=True)
         await asyncio.gather(*(c.aclose() for c in self._clients.values()))
+
+
+class Attempt:
+    """A request in flight on one host; ``served()`` once the model answered there."""
+
+    __slots__ = ("backend", "cold", "done", "model", "url")
+
+    def __init__(self, backend: HttpBackend, url: str, model: str, cold: bool) -> None:
+        self.backend, self.url, self.model, self.cold, self.done = backend, url, model, cold, False
+
+    def served(self) -> None:
+        if not self.done:
+            self.done = True
+            self.backend.served(self.url, self.model, self.cold)

@@ -116,22 +116,39 @@ class OllamaBackend(HttpBackend):
         return (time.perf_counter() - started) * 1000
 
     async def unload(self, model_id: str) -> None:
+        """Unload from every host that holds the model (with holder routing, several may)."""
         model = self.canonical(model_id)
-        await self._post(model, "/api/generate", {"model": model, "keep_alive": 0}, timeout=None, loading=False)
+        body = {"model": model, "keep_alive": 0}
+        holders = [h.url for h in self.snapshot.hosts if h.reachable and model in h.models and h.models[model].loaded]
+        if len(holders) < 2:
+            await self._post(model, "/api/generate", body, timeout=None, loading=False)
+            return
+        for url in holders:
+            client = self._clients[url]
+            try:
+                resp = await client.post("/api/generate", json=body)
+            except httpx.HTTPError as exc:
+                raise self.request_error(exc, client, "/api/generate", model, loading=False) from exc
+            if resp.status_code >= 400:
+                raise translate_status(resp, model, loading=False)
 
     async def _post(self, model: str, path: str, body: dict, *, timeout: float | None, loading: bool) -> httpx.Response:
         for client in self._clients_for(model):
-            kwargs = {"timeout": httpx.Timeout(client.timeout.connect, read=timeout)} if timeout else {}
+            # a load may take longer than a reply's read timeout
+            read = httpx.Timeout(client.timeout.connect, read=timeout) if timeout else client.timeout
             try:
-                resp = await client.post(path, json=body, **kwargs)
-            except httpx.HTTPError as exc:
-                error = self.request_error(exc, client, path, model, loading=loading)
-                if isinstance(error, BackendUnreachable):
-                    continue  # nothing reached that host: the next one may answer
-                raise error from exc
-            if resp.status_code >= 400:
-                raise translate_status(resp, model, loading=loading)
-            return resp
+                with self.attempt(client, model, loads=loading) as attempt:
+                    try:
+                        resp = await client.post(path, json=body, timeout=read)
+                    except httpx.HTTPError as exc:
+                        raise self.request_error(exc, client, path, model, loading=loading) from exc
+                    if resp.status_code >= 400:
+                        raise translate_status(resp, model, loading=loading)
+                    if loading:
+                        attempt.served()
+                    return resp
+            except BackendUnreachable as exc:
+                error = exc  # nothing reached that host: the next one may answer
         raise error
 
     # -- chat ---------------------------------------------------------------------
@@ -157,28 +174,31 @@ class OllamaBackend(HttpBackend):
 
     async def _chat_on(self, client: httpx.AsyncClient, model: str, body: dict) -> AsyncGenerator[ChatChunk, None]:
         got_text = False
-        # A model not in memory loads before its first byte: allow the load timeout for that wait.
-        state = self.snapshot.model(model)
-        read = client.timeout.read + (0 if state and state.loaded else self.load_timeout)
+        # A model not in memory there loads before its first byte: allow the load timeout for that wait.
+        host = self._host(host_url(client))
+        state = host.models.get(model) if host else None
+        read = (client.timeout.read or 0.0) + (0 if state and state.loaded else self.load_timeout)
         timeout = httpx.Timeout(client.timeout.connect, read=read, write=client.timeout.write, pool=client.timeout.pool)
-        try:
-            async with self.streaming(client, "POST", "/api/chat", json=body, timeout=timeout) as resp:
-                if resp.status_code >= 400:
-                    await resp.aread()
-                    raise translate_status(resp, model, loading=False)
-                async for lines in line_batches(resp):
-                    chunk, error = self._merge(model, lines, got_text)
-                    if chunk is not None:
-                        got_text = got_text or bool(chunk.text)
-                        yield chunk
-                    if error is not None:
-                        raise error
-                    if chunk is not None and chunk.done:
-                        return
-        except httpx.HTTPError as exc:
-            raise self.stream_error(exc, client, model) from exc
-        raise StreamBroken(f"the stream from {self.where(client)} ended without its final line", model=model,
-                           host=host_url(client))
+        with self.attempt(client, model) as attempt:
+            try:
+                async with self.streaming(client, "POST", "/api/chat", json=body, timeout=timeout) as resp:
+                    if resp.status_code >= 400:
+                        await resp.aread()
+                        raise translate_status(resp, model, loading=False)
+                    async for lines in line_batches(resp):
+                        chunk, error = self._merge(model, lines, got_text)
+                        if chunk is not None:
+                            attempt.served()  # the model answers there: the next request goes there too
+                            got_text = got_text or bool(chunk.text)
+                            yield chunk
+                        if error is not None:
+                            raise error
+                        if chunk is not None and chunk.done:
+                            return
+            except httpx.HTTPError as exc:
+                raise self.stream_error(exc, client, model) from exc
+            raise StreamBroken(f"the stream from {self.where(client)} ended without its final line", model=model,
+                               host=host_url(client))
 
     @classmethod
     def _merge(cls, model: str, lines: list[bytes], got_text: bool) -> tuple[ChatChunk | None, BackendError | None]:
@@ -218,10 +238,10 @@ class OllamaBackend(HttpBackend):
         if not isinstance(data, dict):
             raise StreamBroken(f"the backend sent a line that is not a JSON object: {_show(line)}", model=model)
         if "error" in data:
-            text = str(data["error"])
-            if not got_text and _is_load_failure(text):
-                raise ModelLoadFailed(f"model '{model}' failed to load ({text})", model=model)
-            raise StreamBroken(f"the backend stopped the reply: {text}", model=model)
+            why = str(data["error"])
+            if not got_text and _is_load_failure(why):
+                raise ModelLoadFailed(f"model '{model}' failed to load ({why})", model=model)
+            raise StreamBroken(f"the backend stopped the reply: {why}", model=model)
         message = data.get("message") or {}
         text = message.get("content") if isinstance(message, dict) else None
         if not isinstance(message, dict) or not isinstance(text, str | None):

@@ -151,6 +151,7 @@ class OpenAIBackend(HttpBackend):
         connect_timeout: float,
         read_timeout: float,
         load_timeout: float,
+        **routing: Any,
     ) -> None:
         super().__init__(
             name,
@@ -159,6 +160,7 @@ class OpenAIBackend(HttpBackend):
             read_timeout=read_timeout,
             load_timeout=load_timeout,
             headers={"Authorization": f"Bearer {api_key}"} if api_key else None,
+            **routing,
         )
 
     # -- status -----------------------------------------------------------------
@@ -243,33 +245,36 @@ class OpenAIBackend(HttpBackend):
             **request_options(options),
         }
         reply, events = _Reply(), SSEReader()
-        try:
-            async with self.streaming(client, "POST", "/v1/chat/completions", json=body) as resp:
-                if resp.status_code >= 400:
-                    await resp.aread()
-                    raise translate_status(resp, model_id)
-                async for lines in line_batches(resp):
-                    texts, error, done = self._merge(model_id, lines, events, reply)
-                    if texts:
-                        yield ChatChunk("".join(texts), count=len(texts))
-                    if error is not None:
-                        raise error
-                    if done:
-                        break
-                else:  # a server may close without the blank line after its last event
-                    data = events.flush()
-                    chunk = self._chunk(model_id, data, reply) if data not in (None, "[DONE]") else None
-                    if chunk is not None:
-                        yield chunk
-        except httpx.HTTPError as exc:
-            raise self.stream_error(exc, client, model_id) from exc
-        # Only a finish_reason says the model finished: llama.cpp's server also sends [DONE]
-        # when it cuts a stream short because another request arrived.
-        if reply.finish_reason is not None:
-            yield reply.final()
-            return
-        raise StreamBroken(f"the stream from {self.where(client)} ended before the model finished (no finish_reason)",
-                           model=model_id, host=host_url(client))
+        with self.attempt(client, model_id, loads=False) as attempt:
+            try:
+                async with self.streaming(client, "POST", "/v1/chat/completions", json=body) as resp:
+                    if resp.status_code >= 400:
+                        await resp.aread()
+                        raise translate_status(resp, model_id)
+                    async for lines in line_batches(resp):
+                        texts, error, done = self._merge(model_id, lines, events, reply)
+                        if texts:
+                            attempt.served()
+                            yield ChatChunk("".join(texts), count=len(texts))
+                        if error is not None:
+                            raise error
+                        if done:
+                            break
+                    else:  # a server may close without the blank line after its last event
+                        data = events.flush()
+                        chunk = self._chunk(model_id, data, reply) if data not in (None, "[DONE]") else None
+                        if chunk is not None:
+                            yield chunk
+            except httpx.HTTPError as exc:
+                raise self.stream_error(exc, client, model_id) from exc
+            # Only a finish_reason says the model finished: llama.cpp's server also sends [DONE]
+            # when it cuts a stream short because another request arrived.
+            if reply.finish_reason is not None:
+                attempt.served()
+                yield reply.final()
+                return
+            raise StreamBroken(f"the stream from {self.where(client)} ended before the model finished (no finish_reason)",
+                               model=model_id, host=host_url(client))
 
     @classmethod
     def _merge(cls, model: str, lines: list[bytes], events: SSEReader,

@@ -23,9 +23,24 @@ class BackendConfig(_Strict):
     hosts: list[str] = Field(default_factory=list, description="Base URLs; empty for ollama means OLLAMA_HOST.")
     api_key: str | None = None
     model_dirs: list[str] = Field(default_factory=list, description="local: folders searched for GGUF files.")
-    max_loaded: int = Field(2, ge=1, description="local: models kept in memory at once.")
+    max_loaded: int = Field(
+        2, ge=1,
+        description="local: models kept in memory at once. ollama/openai: models each host holds at once "
+        "(OLLAMA_MAX_LOADED_MODELS); unset, Kynsey learns it from the first eviction it sees on a host.",
+    )
+    routing: Literal["holder", "health_order"] = Field(
+        "holder",
+        description="ollama/openai with several hosts: 'holder' sends a model to a host that holds it, else the "
+        "least busy host with room; 'health_order' to where it is loaded, else installed, else the first "
+        "healthy host (the routing before issue 12).",
+    )
     max_queue: int = Field(4, ge=0, description="local: generations waiting per model before 'busy'.")
     n_ctx: int = Field(2048, ge=128, description="local: default context length.")
+
+    @property
+    def host_max_loaded(self) -> int | None:
+        """Each host's capacity when the catalog sets ``max_loaded``, else None (learned)."""
+        return self.max_loaded if "max_loaded" in self.model_fields_set else None
 
 
 class PlanConfig(_Strict):

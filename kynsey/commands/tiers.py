@@ -77,6 +77,19 @@ def probe_here(settings: Settings) -> dict[str, Any]:
         fail(str(exc), 2)
 
 
+def host_line(host: dict[str, Any]) -> str:
+    """One host: its number (and URL for admins), health, what it holds and how busy it is."""
+    name = f"{host.get('label') or 'host ' + str(host['host'])}" + (f" {host['url']}" if host.get("url") else "")
+    if not host["reachable"]:
+        return f"{name}: DOWN: {host['error']}"
+    version = f", version {host['version']}" if host.get("version") else ""
+    held = ", ".join(host.get("loaded") or []) or "nothing"
+    capacity = f" of {host['capacity']}" if host.get("capacity") else ""
+    breaker = f"; breaker {host['breaker']}" if host.get("breaker", "closed") != "closed" else ""
+    return (f"{name}: up{version}, {host['latency_ms']} ms; holds {held}"
+            f" ({len(host.get('loaded') or [])}{capacity}); {host.get('streaming', 0)} streaming{breaker}")
+
+
 def show(view: dict[str, Any], origin: str) -> None:
     echo = typer.echo
     echo(f"catalog {view['source']}, default tier {view['default_tier']}: {origin}")
@@ -87,15 +100,10 @@ def show(view: dict[str, Any], origin: str) -> None:
     echo(f"plans: {'; '.join(plans)}")
     for backend in view["backends"]:
         hosts = backend.get("hosts")
-        if hosts is None:
+        if not hosts:
             echo(f"backend {backend['name']} ({backend['kind']}): {'up' if backend['reachable'] else 'DOWN'}")
         for host in hosts or []:
-            state = (
-                f"up, version {host['version']}, {host['latency_ms']} ms"
-                if host["reachable"]
-                else f"DOWN: {host['error']}"
-            )
-            echo(f"backend {backend['name']} ({backend['kind']}) {host['url']}: {state}")
+            echo(f"backend {backend['name']} ({backend['kind']}) {host_line(host)}")
     echo(f"{'TIER':10} {'NAME':12} {'MODEL':32} {'STATUS':12} {'SIZE':>10}  DETAIL")
     for tier in view["tiers"]:
         size = f"{tier['size'] / 1e9:.2f} GB" if tier["size"] else "-"
@@ -113,7 +121,7 @@ def show(view: dict[str, Any], origin: str) -> None:
         )
     if not view["detail"]:
         echo(
-            "(backend hosts and status reasons are shown to admins: pass an admin's token with --token or KYNSEY_API_TOKEN)"
+            "(host addresses and status reasons are shown to admins: pass an admin's token with --token or KYNSEY_API_TOKEN)"
         )
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from kynsey.availability.status import STATUS_MEANING
+from kynsey.availability.status import STATUS_MEANING, host_holdings
 from kynsey.runtime import Runtime
 from kynsey.storage.models import User
 from kynsey.switching.access import active_tier, upgrade_prompt
@@ -55,11 +55,7 @@ def status_report(rt: Runtime, *, admin: bool) -> dict[str, Any]:
                 "kind": backend.kind,
                 "reachable": snap.reachable,
                 "checked_s_ago": round(now - snap.checked_at, 1),
-                "hosts": [
-                    {"host": i, **({"url": h.url} if admin else {}), "reachable": h.reachable, "version": h.version,
-                     "latency_ms": h.latency_ms, "error": h.error}
-                    for i, h in enumerate(snap.hosts, 1)
-                ],
+                "hosts": host_holdings(backend, admin=admin),
             }
         )
     models = []

@@ -2,7 +2,7 @@
 
 One function builds it for the server's endpoint and for the CLI's own probe,
 so both print the same thing. Without ``detail`` it leaves out what only an
-admin should see: backend host addresses, error texts, model files, and which
+admin should see: backend host addresses (hosts are numbered), error texts, model files, and which
 users are on which plan.
 """
 
@@ -37,10 +37,9 @@ def overview(rt: Runtime, *, detail: bool, plan_users: dict[str, list[str]] | No
         if detail:
             row.update(reason=model["reason"], file=model["file"])
         tiers.append(row)
-    backends = [
-        {"name": b["name"], "kind": b["kind"], "reachable": b["reachable"], **({"hosts": b["hosts"]} if detail else {})}
-        for b in report["backends"]
-    ]
+    # Every viewer sees which numbered host holds what; the report leaves URLs to admins.
+    backends = [{"name": b["name"], "kind": b["kind"], "reachable": b["reachable"], "hosts": b["hosts"]}
+                for b in report["backends"]]
     plans = [
         {
             "plan": name,

@@ -415,6 +415,7 @@ def cli_args(description: str, argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--first-token-delay", type=float, default=0.0)
     parser.add_argument("--token-delay", type=float, default=0.0)
     parser.add_argument("--load-delay", type=float, default=0.0)
+    parser.add_argument("--capacity", type=int, default=None, help="models in memory at once (Ollama; default: no cap)")
     parser.add_argument("--api-key", default=None, help="required bearer token (OpenAI)")
     return parser.parse_args(argv)
 

@@ -6,10 +6,14 @@ a different ``num_ctx`` reloads the model; ``keep_alive`` sets when a model
 leaves memory ("5m", 300, "-1" = forever, 0 = unload now); a missing model
 is a 404 ``{"error": ...}``; errors can also arrive as the last NDJSON line
 of a 200 stream. Failures are injected per model (``fail``) or as a steady
-share of requests (``fail_ratio``); see ``FAILURES``.
+share of requests (``fail_ratio``); see ``FAILURES``. ``capacity`` caps the
+models in memory at once (OLLAMA_MAX_LOADED_MODELS): loading one more evicts
+the least recently used; ``load_count`` counts loads per model (also served
+as ``GET /fake/loads`` for benchmarks that run the fake in its own process).
 
 Command line (benchmarks): ``python -m tests.servers.fake_ollama --port 0
---reply-tokens N --models a,b --loaded a`` prints its URL on the first line.
+--reply-tokens N --models a,b --loaded a [--capacity 1 --load-delay 0.2]``
+prints its URL on the first line.
 """
 
 from __future__ import annotations
@@ -174,6 +178,8 @@ class FakeOllama(FakeModelServer):
         self.default_num_ctx = DEFAULT_NUM_CTX
         self.fail = Names()
         self.load_count = Counts()
+        self.capacity: int | None = None
+        self._used = Names()  # model -> when a request last used it, for the least-recently-used eviction
         self._locks: dict[str, asyncio.Lock] = {}
         self.routes = {
             ("GET", "/"): self._root,
@@ -183,6 +189,7 @@ class FakeOllama(FakeModelServer):
             ("POST", "/api/show"): self._show,
             ("POST", "/api/generate"): self._generate,
             ("POST", "/api/chat"): self._chat,
+            ("GET", "/fake/loads"): self._loads,
         }
 
     @property
@@ -240,6 +247,10 @@ class FakeOllama(FakeModelServer):
         digest = hashlib.sha256(name.encode()).hexdigest()
         return {"name": name, "model": name, "modified_at": MODIFIED_AT, "size": size, "digest": digest,
                 "details": model_details(name)}
+
+    async def _loads(self, body: dict, receive: Receive, send: Send) -> None:
+        loads = dict(self.load_count)
+        await send_json(send, 200, {"loads": loads, "total": sum(loads.values()), "loaded": list(self.loaded)})
 
     async def _show(self, body: dict, receive: Receive, send: Send) -> None:
         name = canonical(str(body.get("model") or body.get("name") or ""))
@@ -323,15 +334,27 @@ class FakeOllama(FakeModelServer):
         options = options if isinstance(options, dict) else {}
         num_ctx = int(options.get("num_ctx") or self.default_num_ctx)
         lock = self._locks.setdefault(name, asyncio.Lock())
+        self._used[name] = time.monotonic()
         async with lock:  # concurrent requests for a cold model share one load, like Ollama's scheduler
             current = self.loaded.get(name)
             if current is not None and current.num_ctx == num_ctx:
                 return 0
+            self._make_room(name)
             # A load goes on even if its client gives up; only a stop interrupts it.
             await self.pause(self.load_delay)
+            self._make_room(name)  # again: another model may have loaded meanwhile
             self.load_count[name] += 1
             self._resident[name] = Residency(num_ctx, time.time() + DEFAULT_KEEP_ALIVE)
             return int(self.load_delay * 1e9)
+
+    def _make_room(self, name: str) -> None:
+        """Evict the least recently used models until ``name`` fits under ``capacity``."""
+        others = [m for m in self.loaded if m != canonical(name)]
+        if self.capacity is None or len(others) < self.capacity:
+            return
+        others.sort(key=lambda m: self._used.get(m, 0.0))
+        for model in others[: len(others) - self.capacity + 1]:
+            self._resident.discard(model)
 
     def _keep(self, name: str, keep_alive: float | None) -> None:
         if keep_alive == 0:
@@ -425,6 +448,7 @@ def main(argv: list[str] | None = None) -> None:
     fake = FakeOllama(models, loaded=names(args.loaded))
     fake.reply_tokens = args.reply_tokens
     fake.first_token_delay, fake.token_delay, fake.load_delay = args.first_token_delay, args.token_delay, args.load_delay
+    fake.capacity = args.capacity
     fake.record_requests = False  # a long benchmark must not grow memory
     serve_until_killed(fake)
 
