@@ -43,7 +43,7 @@ import httpx
 
 from bench.common import MODELS, ROOT, Kynsey, percentile, report
 
-TIERS = dict(zip(("standard", "pro", "code"), MODELS))
+TIERS = dict(zip(("standard", "pro", "code"), MODELS, strict=True))
 HUNG_AFTER = 60.0
 
 

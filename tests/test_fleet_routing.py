@@ -199,7 +199,7 @@ def test_keep_warm_spreads_three_warm_tiers_over_three_hosts(start_server, tmp_p
         eventually(lambda: all(len(f.loaded) == 1 for f in hosts), "each host holds one warm tier")
         assert sorted(m for f in hosts for m in f.loaded) == sorted(MODELS)
         probes = [f.requests.count(("/api/ps", {})) for f in hosts]
-        eventually(lambda: all(f.requests.count(("/api/ps", {})) >= n + 5 for f, n in zip(hosts, probes)),
+        eventually(lambda: all(f.requests.count(("/api/ps", {})) >= n + 5 for f, n in zip(hosts, probes, strict=True)),
                    "five more status refreshes")
         assert [sum(f.load_count.values()) for f in hosts] == [1, 1, 1]  # nothing moved
 

@@ -268,7 +268,7 @@ def test_the_event_loop_keeps_running_while_the_model_works(tmp_path):
 
         task = asyncio.create_task(ticker())
         chunks = 0
-        async for chunk in b.chat(SMOLLM2, long_prompt, options={**FAST, "num_ctx": 2048}, keep_alive="5m"):
+        async for _chunk in b.chat(SMOLLM2, long_prompt, options={**FAST, "num_ctx": 2048}, keep_alive="5m"):
             first_chunk_at = ticks if first_chunk_at is None else first_chunk_at
             chunks += 1
         stop.set()
@@ -364,7 +364,7 @@ def test_max_loaded_never_evicts_a_model_under_a_running_stream(tmp_path):
         await anext(stream)
         await b.load(ids[1], keep_alive="30m", options={"num_ctx": 512})
         assert (await state(b, ids[0])).loaded and (await state(b, ids[1])).loaded
-        text, done = await reply(stream)  # the stream runs to its end on the old model
+        _, done = await reply(stream)  # the stream runs to its end on the old model
         assert done.tokens > 0
         await until_cold(b, ids[0])  # and only then is it evicted
         assert (await state(b, ids[1])).loaded

@@ -49,7 +49,7 @@ async def collect(backend, model: str, messages=HELLO, **options) -> list[ChatCh
 
 
 async def collect_until_error(backend, model: str, received: list[ChatChunk], **options) -> None:
-    async for chunk in backend.chat(model, HELLO + [ChatMessage("user", "one two three four")], options=options, keep_alive="5m"):
+    async for chunk in backend.chat(model, [*HELLO, ChatMessage("user", "one two three four")], options=options, keep_alive="5m"):
         received.append(chunk)
 
 

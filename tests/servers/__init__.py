@@ -137,7 +137,7 @@ class LoopbackServer:
         server.lifespan = config.lifespan_class(config)
         try:
             await server.startup(sockets=[sock])
-        except BaseException as exc:  # noqa: BLE001 - reported by start()
+        except BaseException as exc:
             self._startup_error = exc
             sock.close()
             ready.set()

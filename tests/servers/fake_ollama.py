@@ -25,12 +25,23 @@ import re
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from tests.servers import (  # the shared loopback server and ASGI helpers
-    STREAMED_FAILURES, FakeModelServer, Receive, Send, cli_args, drop_connection, names, prompt_summary,
-    send_bytes, send_json, serve_until_killed, start_stream, watch_disconnect,
+    STREAMED_FAILURES,
+    FakeModelServer,
+    Receive,
+    Send,
+    cli_args,
+    drop_connection,
+    names,
+    prompt_summary,
+    send_bytes,
+    send_json,
+    serve_until_killed,
+    start_stream,
+    watch_disconnect,
 )
 
 NDJSON = b"application/x-ndjson"
@@ -110,7 +121,7 @@ def model_details(name: str) -> dict[str, Any]:
 
 
 def _now_iso() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="microseconds").replace("+00:00", "Z")
+    return datetime.now(UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
 
 
 class Names(dict):

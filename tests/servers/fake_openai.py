@@ -22,8 +22,20 @@ from collections.abc import Iterable
 from typing import Any
 
 from tests.servers import (  # the shared loopback server and ASGI helpers
-    STREAMED_FAILURES, FakeModelServer, Receive, Scope, Send, cli_args, drop_connection, names, prompt_summary,
-    send_json, serve_until_killed, start_stream, stream_chunk, watch_disconnect,
+    STREAMED_FAILURES,
+    FakeModelServer,
+    Receive,
+    Scope,
+    Send,
+    cli_args,
+    drop_connection,
+    names,
+    prompt_summary,
+    send_json,
+    serve_until_killed,
+    start_stream,
+    stream_chunk,
+    watch_disconnect,
 )
 
 SSE = b"text/event-stream"
