@@ -177,7 +177,7 @@ class Cluster:
         listeners = self._feeds.setdefault(feed.channel, set())
         listeners.add(feed)
         try:
-            async with asyncio.timeout(self.timeout * 4):
+            async with asyncio.timeout(self.timeout):
                 if len(listeners) == 1:
                     await self._pubsub.subscribe(feed.channel)
                 else:
