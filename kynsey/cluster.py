@@ -219,9 +219,9 @@ class Cluster:
         for client in (self._redis, self._sub_redis):
             if client is not None:
                 try:
-                    await client.aclose()
+                    await asyncio.wait_for(client.aclose(), self.timeout * 4)
                 except ERRORS:
-                    pass
+                    pass  # a frozen Redis must not hold up a shutdown
 
     async def _write_loop(self) -> None:
         while True:

@@ -118,6 +118,9 @@ async def replay_stored(rt, message: Message) -> AsyncIterator[bytes]:
             if fresh is None:
                 yield encode("error", {"code": "deleted", "message": "the conversation was deleted"})
                 return
+            if feed is not None and len(fresh.content) > sent:  # the writer's pushes stopped reaching us
+                await feed.close()
+                feed = None
             message = fresh  # a row that lags what the writer pushed adds nothing: ``sent`` keeps our place
     finally:
         if feed is not None:
