@@ -5,8 +5,8 @@ follows it here: the follower subscribes to the reply's channel and asks on
 the control channel who writes it ("watch"); the writer answers by publishing
 the text so far and then every delta as it is produced, each with its offset
 in the text (``at``), then the terminal event. A writer publishes only replies
-someone watches, and a whole batch of deltas per round trip (what queued up
-while the previous publish was on its way), never a round trip per token.
+someone watches, and at most one message per ``BATCH_SECONDS`` holding every
+delta since the last, never a round trip per token.
 
 A stop asked through another instance goes the same way: the writer stops the
 reply and answers the asking instance with what it knows of the reply.
@@ -28,6 +28,9 @@ from kynsey.cluster import Cluster, Feed, Unavailable
 log = logging.getLogger(__name__)
 FIRST_ANSWER_SECONDS = 1.0  # how long a follower waits for the writer to answer its watch
 STOP_ANSWER_SECONDS = 5.0  # how long a stop through another instance waits for the writer
+# A followed reply's deltas go out at most this often, each message holding every delta since the last:
+# a relayed token costs no round trip of its own, and a follower lags the writer by no more than this.
+BATCH_SECONDS = 0.05
 SYNC = ("sync", {})  # asks a publisher to send the text so far (a new follower came)
 
 
@@ -131,6 +134,8 @@ class ReplyRelay:
                     await self.cluster.publish_now(channel, events)
                 if not ended:
                     batch = [await queue.get()]
+                    if batch[0] is not None:
+                        await asyncio.sleep(BATCH_SECONDS)  # let the next few tokens join this message
         except Unavailable:
             pass  # followers see their feed break and fall back to the database
         finally:
