@@ -48,11 +48,15 @@ class Metrics:
         self.flag_percent = Gauge("kynsey_flag_rollout_percent", "Feature flag rollout percentage", ["flag"], registry=r)
         self.rollbacks = Counter("kynsey_rollbacks_total", "Automatic rollbacks by trigger", ["trigger"], registry=r)
         self.redis_errors = Counter(
-            "kynsey_redis_errors_total", "Redis calls that failed or timed out (limits fell back to memory)", registry=r
+            "kynsey_redis_errors_total", "Redis calls that failed or timed out (limits and shared state fell back to memory)", registry=r
         )
         self.ratelimit_fallback = Gauge(
             "kynsey_ratelimit_fallback", "1 while rate limits count in this instance's memory because Redis fails",
             registry=r,
+        )
+        self.cluster_fallback = Gauge(
+            "kynsey_cluster_fallback", "1 while circuits, warm-ups, the rollback guard and live replies use this "
+            "instance's own state because Redis fails", registry=r,
         )
         self.logins = Counter("kynsey_logins_total", "Login attempts by result (ok, failed, rate_limited)", ["result"], registry=r)
         self.compat_requests = Counter(

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
-from kynsey.availability.circuit import Circuits
+from kynsey.availability.circuit import Circuits, SharedCircuits
 from kynsey.availability.leases import ModelLeases
 from kynsey.availability.monitor import StatusMonitor
 from kynsey.availability.status import TierStatus, tier_status
@@ -22,7 +22,9 @@ from kynsey.availability.warmup import Warmer
 from kynsey.backends import Backend, build_backends
 from kynsey.catalog import Catalog, TierProfile, load_catalog
 from kynsey.chat.live import LiveReplies
-from kynsey.chat.persist import ReplyStore
+from kynsey.chat.persist import FINAL_SAVE_WAIT, ReplyStore
+from kynsey.chat.relay import ReplyRelay
+from kynsey.cluster import Cluster
 from kynsey.metrics import Metrics
 from kynsey.ratelimit import RateLimiter, make_storage
 from kynsey.rollout.flags import Flags
@@ -50,6 +52,8 @@ class Runtime:
     guard: Guard
     live: LiveReplies
     replies: ReplyStore
+    cluster: Cluster
+    relay: ReplyRelay
     metrics: Metrics = field(default_factory=Metrics)
     leases: ModelLeases = field(default_factory=ModelLeases)
     tasks: list[asyncio.Task] = field(default_factory=list)
@@ -102,6 +106,7 @@ class Runtime:
 
         self.monitor.on_refresh(CatalogWatcher(self).check)
         self.monitor.start()
+        await self.cluster.start()
         self.tasks.append(asyncio.create_task(self.replies.run_forever(), name="kynsey-reply-persistence"))
 
     async def _half_open_recovered(self) -> None:
@@ -128,6 +133,8 @@ class Runtime:
             await backend.aclose()
         await self.limiter.aclose()
         await self.guard.aclose()
+        await self.relay.aclose()
+        await self.cluster.aclose()
         await self.jobs.aclose()
         await self.engine.dispose()
 
@@ -137,11 +144,17 @@ def build_runtime(settings: Settings, catalog: Catalog | None = None) -> Runtime
     engine = make_engine(settings.effective_database_url, settings.db_limits)
     backends = build_backends(catalog, settings)
     monitor = StatusMonitor(backends, interval=settings.status_refresh, timeout=settings.status_timeout)
-    circuits = Circuits(settings.circuit_failures, settings.circuit_cooldown)
-    warmer = Warmer(backends, monitor, circuits)
     sessions, metrics = make_sessionmaker(engine), Metrics()
+    cluster = Cluster(settings.redis_url, prefix=settings.redis_prefix, timeout=settings.redis_timeout,
+                      retry_seconds=settings.redis_retry_seconds, metrics=metrics)
+    circuits: Circuits
+    if cluster.shared:
+        circuits = SharedCircuits(settings.circuit_failures, settings.circuit_cooldown, cluster)
+    else:
+        circuits = Circuits(settings.circuit_failures, settings.circuit_cooldown)
+    warmer = Warmer(backends, monitor, circuits, cluster)
     flags = Flags(sessions, ttl=settings.flag_cache_seconds, metrics=metrics)
-    guard = Guard(settings, flags, sessions, metrics)
+    guard = Guard(settings, flags, sessions, metrics, cluster=cluster)
     flags.listeners.append(guard.on_flag)
     jobs = make_jobs(settings.effective_database_url, engine)
     live = LiveReplies()
@@ -164,6 +177,8 @@ def build_runtime(settings: Settings, catalog: Catalog | None = None) -> Runtime
         guard=guard,
         live=live,
         replies=replies,
+        cluster=cluster,
+        relay=ReplyRelay(cluster, live, final_save_wait=FINAL_SAVE_WAIT),
         metrics=metrics,
     )
     return runtime

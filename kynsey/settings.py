@@ -36,7 +36,8 @@ class Settings(BaseSettings):
         None, description="SQLAlchemy async URL; default: sqlite+aiosqlite:///<data_dir>/kynsey.db."
     )
     redis_url: str | None = Field(
-        None, description="Redis URL for rate limits shared across instances; unset: in-memory."
+        None, description="Redis URL that instances share rate limits, circuits, warm-ups, the rollback guard's windows "
+        "and live replies through; unset: each instance keeps them in memory."
     )
     redis_prefix: str = Field("kynsey", description="Prefix of every Redis key Kynsey writes.")
     tiers: Path | None = Field(None, description="Tier catalog TOML file; unset: the built-in default catalog.")

@@ -5,18 +5,23 @@ from __future__ import annotations
 
 import asyncio
 import os
+import shutil
+import signal
+import subprocess
+import time
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+import redis
 from sqlalchemy import text
 
 from kynsey.settings import Settings
 from kynsey.storage.db import make_engine
 from kynsey.storage.migrate import upgrade
 from kynsey.storage.models import Base
-from tests.live import LiveServer
+from tests.live import LiveServer, free_port
 from tests.pg import private_database
 from tests.servers.fake_ollama import FakeOllama
 
@@ -125,3 +130,25 @@ def pytest_collection_modifyitems(config, items):
     keep = [item for item in items if "database_url" in getattr(item, "fixturenames", ())]
     config.hook.pytest_deselected(items=[item for item in items if item not in keep])
     items[:] = keep
+
+
+@pytest.fixture
+def throwaway_redis(tmp_path) -> Iterator[tuple[subprocess.Popen, str]]:
+    port = free_port()
+    proc = subprocess.Popen(
+        [shutil.which("redis-server") or "redis-server", "--port", str(port), "--bind", "127.0.0.1",
+         "--save", "", "--appendonly", "no", "--dir", str(tmp_path)],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    client = redis.Redis(port=port, socket_timeout=1)
+    for _ in range(100):
+        try:
+            client.ping()
+            break
+        except redis.ConnectionError:
+            time.sleep(0.05)
+    yield proc, f"redis://127.0.0.1:{port}/0"
+    if proc.poll() is None:
+        os.kill(proc.pid, signal.SIGCONT)
+        proc.kill()
+    proc.wait(10)

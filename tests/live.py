@@ -11,6 +11,7 @@ from typing import Any, TypeVar
 
 import httpx
 import uvicorn
+from prometheus_client.parser import text_string_to_metric_families
 
 from kynsey.accounts.service import create_user, issue_token
 from kynsey.runtime import Runtime
@@ -96,3 +97,11 @@ class LiveServer:
         headers = {"Authorization": f"Bearer {token}"} if token else {}
         kwargs.setdefault("timeout", 30)
         return httpx.Client(base_url=self.url, headers=headers, **kwargs)
+
+
+def metric(server, name: str) -> float:
+    for family in text_string_to_metric_families(server.client().get("/metrics").text):
+        for sample in family.samples:
+            if sample.name == name:
+                return sample.value
+    raise AssertionError(f"{name} is not exported")

@@ -9,48 +9,13 @@ These tests use a throwaway ``redis-server`` on its own port, never the shared o
 from __future__ import annotations
 
 import os
-import shutil
 import signal
-import subprocess
-import time
-from collections.abc import Iterator
 
 import pytest
 import redis
-from prometheus_client.parser import text_string_to_metric_families
 
-from tests.live import free_port
+from tests.live import metric
 from tests.sse import collect
-
-
-@pytest.fixture
-def throwaway_redis(tmp_path) -> Iterator[tuple[subprocess.Popen, str]]:
-    port = free_port()
-    proc = subprocess.Popen(
-        [shutil.which("redis-server") or "redis-server", "--port", str(port), "--bind", "127.0.0.1",
-         "--save", "", "--appendonly", "no", "--dir", str(tmp_path)],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )
-    client = redis.Redis(port=port, socket_timeout=1)
-    for _ in range(100):
-        try:
-            client.ping()
-            break
-        except redis.ConnectionError:
-            time.sleep(0.05)
-    yield proc, f"redis://127.0.0.1:{port}/0"
-    if proc.poll() is None:
-        os.kill(proc.pid, signal.SIGCONT)
-        proc.kill()
-    proc.wait(10)
-
-
-def metric(server, name: str) -> float:
-    for family in text_string_to_metric_families(server.client().get("/metrics").text):
-        for sample in family.samples:
-            if sample.name == name:
-                return sample.value
-    raise AssertionError(f"{name} is not exported")
 
 
 def test_every_redis_key_starts_with_the_configured_prefix(start_server, fake_ollama, throwaway_redis):

@@ -12,6 +12,8 @@ import time
 from dataclasses import dataclass
 from typing import Literal
 
+import orjson
+
 State = Literal["closed", "open", "half_open"]
 
 
@@ -79,3 +81,109 @@ class Circuits:
 
     def snapshot(self) -> dict[tuple[str, str], State]:
         return {key: self.state(*key) for key in self._circuits}
+
+
+# One circuit's change, applied in Redis atomically; the new state goes to every instance.
+# KEYS[1] the circuits hash; ARGV: field, op, now (wall clock), threshold, cooldown, channel.
+CIRCUIT_EVENT = """
+local raw = redis.call('HGET', KEYS[1], ARGV[1])
+local c = {failures = 0, opened_at = false, probing = false}
+if raw then c = cjson.decode(raw) end
+local op, now, threshold, cooldown = ARGV[2], tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5])
+local opened = 0
+if op == 'success' then
+  if not raw then return 0 end
+  redis.call('HDEL', KEYS[1], ARGV[1])
+  redis.call('PUBLISH', ARGV[6], cjson.encode({ARGV[1], false}))
+  return 0
+elseif op == 'failure' then
+  c.failures = c.failures + 1
+  local reopen = c.opened_at and c.probing
+  c.probing = false
+  if reopen or (not c.opened_at and c.failures >= threshold) then
+    c.opened_at = now
+    opened = 1
+  end
+elseif op == 'recovered' then
+  if not c.opened_at or now - c.opened_at >= cooldown then return 0 end
+  c.opened_at = now - cooldown
+elseif op == 'probe' then
+  if not c.opened_at or c.probing or now - c.opened_at < cooldown then return 0 end
+  c.probing = true
+end
+local out = cjson.encode(c)
+redis.call('HSET', KEYS[1], ARGV[1], out)
+redis.call('PUBLISH', ARGV[6], cjson.encode({ARGV[1], c}))
+return opened
+"""
+SEP = "\t"  # between backend and model in a circuit's field name
+
+
+class SharedCircuits(Circuits):
+    """Circuits every instance shares through Redis (``kynsey/cluster.py``), with the same API.
+
+    Reads come from this instance's mirror; each change is applied here at once and
+    sent to Redis in the background, where one script applies it to the shared state
+    and publishes the result to every instance (this one too). A poll every
+    ``POLL_SECONDS`` repairs a mirror that missed a message. While Redis fails the
+    circuits are this instance's own, as without Redis.
+    """
+
+    def __init__(self, threshold: int, cooldown: float, cluster, clock=time.monotonic, wall=time.time) -> None:
+        super().__init__(threshold, cooldown, clock)
+        self.cluster = cluster
+        self._wall = wall
+        self._hash = cluster.key("circuits")
+        self._script = cluster.script(CIRCUIT_EVENT)
+        cluster.on("circuits", self._message)
+        cluster.every_poll(self._poll)
+
+    def allow(self, backend: str, model: str) -> bool:
+        probe = self.state(backend, model) == "half_open"
+        allowed = super().allow(backend, model)
+        if allowed and probe:
+            self._send("probe", backend, model)
+        return allowed
+
+    def recovered(self, backend: str, model: str) -> None:
+        if self.state(backend, model) == "open":
+            self._send("recovered", backend, model)
+        super().recovered(backend, model)
+
+    def success(self, backend: str, model: str) -> None:
+        if (backend, model) in self._circuits:  # a closed circuit costs no round trip
+            self._send("success", backend, model)
+        super().success(backend, model)
+
+    def failure(self, backend: str, model: str) -> bool:
+        self._send("failure", backend, model)
+        return super().failure(backend, model)
+
+    def _send(self, op: str, backend: str, model: str) -> None:
+        args = [f"{backend}{SEP}{model}", op, repr(self._wall()), self.threshold, self.cooldown,
+                self.cluster.key("circuits")]
+        self.cluster.submit(lambda r: self._script(keys=[self._hash], args=args, client=r))
+
+    def _message(self, message) -> None:
+        field, state = message
+        self._apply(field, state)
+
+    def _apply(self, field: str, state) -> None:
+        backend, _, model = field.partition(SEP)
+        if not state:
+            self._circuits.pop((backend, model), None)
+            return
+        opened = state.get("opened_at")
+        opened_at = None if not opened else self._clock() - max(0.0, self._wall() - float(opened))
+        self._circuits[(backend, model)] = Circuit(int(state.get("failures", 0)), opened_at, bool(state.get("probing")))
+
+    async def _poll(self, redis) -> None:
+        raw = await redis.hgetall(self._hash)
+        if self.cluster.pending:
+            return  # a change of ours is on its way: the next poll sees it
+        fields = {k.decode(): orjson.loads(v) for k, v in raw.items()}
+        for key in list(self._circuits):
+            if f"{key[0]}{SEP}{key[1]}" not in fields:
+                self._circuits.pop(key, None)
+        for field, state in fields.items():
+            self._apply(field, state)

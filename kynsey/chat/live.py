@@ -132,6 +132,18 @@ class LiveReplies:
         task.cancel()
         return True
 
+    async def stop(self, mid: str, wait: float) -> bool:
+        """A user's stop of a reply this process writes: cancel it and give its task ``wait`` s
+        to save the partial text. False when it is not running here or has ended."""
+        reply = self.replies.get(mid)
+        # Once its terminal event is out (``final``) a reply has ended, even while its final save runs.
+        if reply is None or reply.final is not None or not self.cancel(mid, "stopped"):
+            return False
+        task = self.tasks.get(mid)
+        if task is not None:
+            await asyncio.wait({task}, timeout=wait)
+        return True
+
     def stop_all(self, reason: str) -> int:
         """Cancel every running reply (their text is kept); how many were running."""
         return sum(self.cancel(mid, reason) for mid in list(self.tasks))

@@ -17,7 +17,6 @@ stop is requested.
 
 from __future__ import annotations
 
-import asyncio
 import time
 from datetime import UTC, datetime
 from typing import Any
@@ -142,22 +141,26 @@ async def stop_reply(rt: Runtime, db: AsyncSession, user: User, conversation_id:
     and every attached stream ends with an ``error`` event ``{code: "stopped"}``.
 
     Answers ``{"stopped": true|false, "message": ...}``: false when the reply had already ended
-    (the message says how). A reply still 'streaming' that this process is not writing is
-    409 ``not_running_here``.
+    (the message says how). A reply another instance writes is stopped there through Redis
+    (``chat/relay.py``); one still 'streaming' that no instance answers for (or without Redis)
+    is 409 ``not_running_here``.
     """
     live = rt.live.get(message_id)
     stopped = False
-    # Once its terminal event is out (``final``) a reply has ended, even while its final save runs.
-    if live is not None and live.user_id == user.id and live.conversation_id == conversation_id and live.final is None:
-        stopped = rt.live.cancel(message_id, "stopped")
-        task = rt.live.tasks.get(message_id)
-        if stopped and task is not None:  # the task saves the partial text; answer with it
-            await asyncio.wait({task}, timeout=FINAL_SAVE_WAIT + 1)
+    if live is not None and live.user_id == user.id and live.conversation_id == conversation_id:
+        stopped = await rt.live.stop(message_id, FINAL_SAVE_WAIT + 1)  # the task saves the partial text
+    overlay = rt.live.overlay(message_id)
     conversation = await conversations.owned(db, user, conversation_id)
     stored = await stored_reply(db, conversation.id, message_id)
     if stored is None:
         raise NotFound(f"there is no reply '{message_id[:40]}' in this conversation")
-    public = conversations.message_public(stored, rt.live.overlay(message_id))
+    if live is None and stored.status == "streaming":
+        answer = await rt.relay.stop_elsewhere(message_id, user.id, conversation.id)
+        if answer is None:
+            raise NotRunningHere("this reply is being written by another Kynsey instance; stop it there, or retry")
+        await db.refresh(stored)  # the writer saved its final state before it answered
+        stopped, overlay = bool(answer.get("stopped")), answer.get("overlay")
+    public = conversations.message_public(stored, overlay)
     if not stopped and public["status"] == "streaming":
         raise NotRunningHere("this reply is being written by another Kynsey instance; stop it there, or retry")
     return {"stopped": stopped, "message": public}

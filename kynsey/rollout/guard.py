@@ -1,6 +1,9 @@
 """The automatic rollback guard (SPEC F12).
 
-It watches a sliding window of this instance's traffic:
+It watches a sliding window of the traffic of every instance that shares its
+Redis (``kynsey/cluster.py``: each sample is recorded here and published; the
+others' samples arrive by pub/sub and join the same windows), else of this
+instance alone:
 
 - switch errors: failures of valid switches (result ``failed``,
   ``unavailable`` or ``error``) over the valid switch attempts in the window,
@@ -40,6 +43,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from kynsey.audit import AuditRecord, append
+from kynsey.cluster import Cluster
 from kynsey.metrics import Metrics
 from kynsey.rollout.flags import FLAG, Flags, FlagState
 from kynsey.settings import Settings
@@ -69,6 +73,7 @@ class Guard:
         metrics: Metrics,
         *,
         clock: Callable[[], float] = time.monotonic,
+        cluster: Cluster | None = None,
     ) -> None:
         self.window = settings.guard_window_seconds
         self.min_switches = settings.guard_min_switches
@@ -85,6 +90,8 @@ class Guard:
         self.last_rollback: dict | None = None
         self._enabled_at: Any = _UNSEEN
         self._task: asyncio.Task | None = None
+        self.cluster = cluster or Cluster(None)
+        self.cluster.on("guard", self._remote)
         for trigger in TRIGGERS:  # show the counter at 0 before the first rollback
             metrics.rollbacks.labels(trigger)
         self.reset()
@@ -107,8 +114,28 @@ class Guard:
         """Count one switch attempt by its audit result (the switch service calls this)."""
         if result in USER_SIDE or self.state != "armed":
             return
-        now = self._clock()
         failed = result in FAILED
+        self.cluster.publish("guard", {"from": self.cluster.instance, "switch_failed": failed})
+        self._switch(failed)
+
+    def record_reply(self, ttft_ms: float) -> None:
+        """Count one reply's time to first token in ms (the chat service calls this)."""
+        if self.state != "armed" or not math.isfinite(ttft_ms) or ttft_ms < 0:
+            return
+        self.cluster.publish("guard", {"from": self.cluster.instance, "ttft_ms": ttft_ms})
+        self._reply(ttft_ms)
+
+    def _remote(self, sample: dict) -> None:
+        """Another instance's sample: it joins the windows as if it happened here now."""
+        if sample.get("from") == self.cluster.instance or self.state != "armed":
+            return
+        if "switch_failed" in sample:
+            self._switch(bool(sample["switch_failed"]))
+        elif isinstance(ttft := sample.get("ttft_ms"), (int, float)) and math.isfinite(ttft) and ttft >= 0:
+            self._reply(float(ttft))
+
+    def _switch(self, failed: bool) -> None:
+        now = self._clock()
         self._switches.append((now, failed))
         self._failures += failed
         self._prune(now)
@@ -116,10 +143,7 @@ class Guard:
         breached = total >= self.min_switches and self._failures / total > self.max_error_rate
         self._judge("switch_errors", breached, now, self._switch_figures)
 
-    def record_reply(self, ttft_ms: float) -> None:
-        """Count one reply's time to first token in ms (the chat service calls this)."""
-        if self.state != "armed" or not math.isfinite(ttft_ms) or ttft_ms < 0:
-            return
+    def _reply(self, ttft_ms: float) -> None:
         if self.baseline_ms is None:
             self._baseline.append(ttft_ms)
             if len(self._baseline) >= self.baseline_size:
@@ -179,7 +203,7 @@ class Guard:
         }
 
     def status(self) -> dict[str, Any]:
-        """This instance's live figures (the admin dashboard shows them)."""
+        """The live figures (the admin dashboard shows them): every instance's with Redis."""
         self._prune(self._clock())
         return {
             "state": self.state,
