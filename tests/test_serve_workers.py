@@ -59,6 +59,14 @@ def children(pid: int) -> set[int]:
     return set(map(int, Path(f"/proc/{pid}/task/{pid}/children").read_text().split()))
 
 
+def running(pid: int) -> bool:
+    """The process exists and is not a zombie (an orphan's reaper may be slow or absent)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
 def connections_held(pid: int, port: int) -> int:
     """Established TCP connections to ``port`` whose server side this process holds."""
     inodes = set()
@@ -138,8 +146,21 @@ def test_workers_share_the_port_are_replaced_when_they_die_and_stop_within_the_b
                         proc.send_signal(signal.SIGTERM)
             assert seen[-1] == "error" and "done" not in seen
             assert proc.wait(timeout=30) == 0
-            assert not any(Path(f"/proc/{pid}").exists() for pid in replaced)
+            assert not any(running(pid) for pid in replaced)
         finally:
             if proc.poll() is None:
                 proc.kill()
                 proc.wait()
+
+
+def test_workers_whose_parent_is_killed_shut_down_instead_of_serving_on(tmp_path):
+    with private_database("kynsey_workers") as db_url:
+        env = shared_env(tmp_path, db_url, KYNSEY_SHUTDOWN_GRACE="1")
+        proc = subprocess.Popen([sys.executable, "-m", "kynsey.cli", "serve", "--port", str(free_port()),
+                                 "--workers", "2"], env=env, stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL)
+        try:
+            workers = eventually(lambda: len(children(proc.pid)) == 2 and children(proc.pid), "two workers", timeout=60)
+        finally:
+            proc.kill()
+            proc.wait()
+        eventually(lambda: not any(running(pid) for pid in workers), "the orphaned workers gone")
