@@ -164,3 +164,16 @@ def test_workers_whose_parent_is_killed_shut_down_instead_of_serving_on(tmp_path
             proc.kill()
             proc.wait()
         eventually(lambda: not any(running(pid) for pid in workers), "the orphaned workers gone")
+
+
+def test_a_reload_that_adds_a_local_tier_is_refused_while_several_workers_run(start_server, fake_ollama, tmp_path):
+    path = tmp_path / "tiers.toml"
+    path.write_text(OLLAMA_TIERS.read_text())
+    server = start_server(ollama_host=fake_ollama.url, tiers=path, workers=2)
+    admin = server.client(server.add_user("root", "pro", admin=True))
+    path.write_text((Path(__file__).parents[1] / "kynsey" / "catalog" / "default_tiers.toml").read_text())
+    resp = admin.post("/api/admin/catalog/reload")
+    error = resp.json()["error"]
+    assert resp.status_code == 422 and error["code"] == "invalid_catalog" and error["tier"] == "local", error
+    assert "2 worker processes each would load its own copy" in error["message"]
+    assert [t["tier"] for t in admin.get("/api/models/tiers").json()["tiers"]] == ["standard", "pro", "code"]
