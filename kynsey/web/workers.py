@@ -49,7 +49,6 @@ class Workers:
         self.shutdown_bound = shutdown_bound + KILL_MARGIN
         self.pids: set[int] = set()
         self.stopping_since: float | None = None
-        self.interrupts = 0
         self.failed = False
         self._alive_r, self._alive_w = os.pipe()  # the workers' line to the parent: EOF when it is gone
 
