@@ -37,11 +37,13 @@ def serve(
     host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(min=0, max=65535, help="Port to listen on.")] = 8000,
     tiers: TiersOpt = None,
+    workers: Annotated[int | None, typer.Option(
+        min=1, help="Processes serving the port (default: KYNSEY_WORKERS, 1); more need PostgreSQL and Redis.")] = None,
 ) -> None:
     """Run the service (migrates the database first)."""
     from kynsey.commands.serve import serve as run_service
 
-    run_service(load_settings(tiers=tiers), host, port)
+    run_service(load_settings(tiers=tiers, workers=workers), host, port)
 
 
 @app.command("check-catalog")

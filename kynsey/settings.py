@@ -137,6 +137,10 @@ class Settings(BaseSettings):
         1_048_576, ge=1024, description="Largest request body accepted, in bytes; a larger one gets 413 before it is "
         "read. At least 12 x KYNSEY_MAX_MESSAGE_CHARS (JSON may spell a character in 12 bytes)."
     )
+    workers: int = Field(
+        1, ge=1, description="Processes `kynsey serve` runs on one socket (its --workers); more than 1 needs PostgreSQL, "
+        "KYNSEY_REDIS_URL and no `local` tiers (docs/deploy.md)."
+    )
     compat_store: bool = Field(
         False, description="Also store the OpenAI- and Ollama-compatible APIs' chats as conversations the user sees on the page."
     )

@@ -45,6 +45,9 @@ def _backend_key(catalog: Catalog, name: str) -> tuple:
 async def reload_catalog(rt: Runtime, *, actor: str, request_id: str | None = None) -> ReloadResult:
     """Swap in the catalog file's current content and audit it; CatalogError leaves all as it was."""
     new = load_catalog(rt.settings.tiers)
+    if rt.settings.workers > 1 and new.local_tiers():  # as `kynsey serve --workers N` refuses them at start
+        raise CatalogError(new.source, f"with {rt.settings.workers} worker processes each would load its own copy "
+                           "of a local model; serve it with Ollama or llama-server instead", tier=new.local_tiers()[0])
     async with rt.sessions() as db:
         await check_catalog_keeps_plans(db, new)  # a plan users are on may not disappear
     async with rt.reload_lock:

@@ -99,3 +99,7 @@ class Catalog(_Strict):
 
     def plans_unlocking(self, tier: TierProfile) -> list[str]:
         return [name for name, plan in self.plans.items() if tier.entitlement in plan.grants]
+
+    def local_tiers(self) -> list[str]:
+        """Tiers whose model runs inside the Kynsey process (llama.cpp): each process loads its own copy."""
+        return [slug for slug, tier in self.tiers.items() if self.backends[tier.backend].kind == "local"]

@@ -4,7 +4,11 @@ Database faults are translated here, at the boundary, into SQLAlchemy's
 ``OperationalError`` whatever the driver raised (asyncpg raises a bare
 ``ConnectionRefusedError`` or ``TimeoutError``), so the rest of Kynsey knows
 one kind of outage: the web layer answers it with 503 ``database_unavailable``
-and background work retries it. Every connect and every statement is bounded
+and background work retries it. Running out of connections is told apart
+(``out_of_connections``): this instance's pool had none free within
+``KYNSEY_DB_POOL_TIMEOUT`` (SQLAlchemy's pool ``TimeoutError``), or PostgreSQL
+refused a new one (``too many clients``, SQLSTATE 53300, past ``max_connections``
+or a role's ``CONNECTION LIMIT``); both answer 503 ``database_busy``. Every connect and every statement is bounded
 in time (``KYNSEY_DB_CONNECT_TIMEOUT``, ``KYNSEY_DB_STATEMENT_TIMEOUT``), so a
 frozen PostgreSQL costs a request seconds, not forever.
 """
@@ -17,13 +21,15 @@ from pathlib import Path
 from sqlalchemy import event
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 
 SQLITE_PRAGMAS = ("journal_mode=WAL", "synchronous=NORMAL", "foreign_keys=ON", "busy_timeout=10000")
 # PostgreSQL answers these SQLSTATEs when it cannot take work now: too many connections,
 # shutting down, starting up, cannot connect now.
 POOL_RECYCLE_SECONDS = 1800  # reopen long-lived connections (idle timeouts on the way)
-UNAVAILABLE_SQLSTATES = frozenset({"53300", "57P01", "57P02", "57P03", "08000", "08003", "08006"})
+TOO_MANY_CONNECTIONS = "53300"
+UNAVAILABLE_SQLSTATES = frozenset({TOO_MANY_CONNECTIONS, "57P01", "57P02", "57P03", "08000", "08003", "08006"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,6 +97,18 @@ def outage_as_operational_error(context):
         context.is_disconnect = True
         return OperationalError(context.statement, context.parameters, original, connection_invalidated=True)
     return None
+
+
+def out_of_connections(exc: BaseException) -> bool:
+    """Whether ``exc`` means no database connection was free: the pool's or the server's."""
+    seen: BaseException | None = exc
+    for _ in range(5):  # SQLAlchemy's error -> the driver adapter's (``orig``) -> asyncpg's (``__cause__``)
+        if seen is None:
+            return False
+        if isinstance(seen, PoolTimeout) or getattr(seen, "sqlstate", None) == TOO_MANY_CONNECTIONS:
+            return True
+        seen = getattr(seen, "orig", None) or seen.__cause__
+    return False
 
 
 def _describe(exc: BaseException) -> str:

@@ -14,6 +14,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from kynsey.compat.shapes import render as compat_shape
 from kynsey.errors import CatalogError, KynseyError
+from kynsey.storage.db import out_of_connections
 
 log = logging.getLogger(__name__)
 
@@ -68,15 +69,18 @@ def install_error_handlers(app: FastAPI) -> None:
                               path=request.url.path)
 
     @app.exception_handler(PoolTimeout)
-    async def _pool(request: Request, exc: PoolTimeout) -> JSONResponse:
-        log.warning("database connection pool exhausted on %s %s", request.method, request.url.path)
-        return error_response(503, "busy", "the server is busy; try again in a moment", headers={"Retry-After": "1"},
-                              path=request.url.path)
-
     @app.exception_handler(OperationalError)
     @app.exception_handler(InterfaceError)
     async def _database(request: Request, exc: Exception) -> JSONResponse:
         # storage/db.py turns every driver's outage (refused, reset, frozen, too many clients) into these.
+        if out_of_connections(exc):  # up, but no connection free: this instance's pool, or the server's
+            pool = isinstance(exc, PoolTimeout)
+            log.warning("%s on %s %s", "database connection pool exhausted" if pool else "the database has too many "
+                        "clients", request.method, request.url.path)
+            message = ("every database connection of this instance is in use" if pool
+                       else "the database has no free connection (too many clients)")
+            return error_response(503, "database_busy", f"{message}; try again in a moment",
+                                  headers={"Retry-After": "1"}, path=request.url.path)
         log.error("database unavailable on %s %s: %s", request.method, request.url.path, str(exc).splitlines()[0])
         return error_response(503, "database_unavailable", "the database does not answer; try again shortly",
                               headers={"Retry-After": "2"}, path=request.url.path)

@@ -1,0 +1,129 @@
+"""``kynsey serve --workers N``: N processes serving one listening socket (SPEC N5).
+
+The parent checks everything and binds the socket (``kynsey.commands.serve``),
+then forks N workers; each builds its own runtime (database pool, backends,
+limiter, background tasks) after the fork, so nothing with a thread, a loop or
+a connection crosses it, and serves the inherited socket with ``KynseyServer``:
+the kernel hands each new connection to one of them. The parent only supervises:
+
+- SIGTERM or Ctrl+C: each worker gets SIGTERM and shuts down as one process
+  does (running replies get ``KYNSEY_SHUTDOWN_GRACE``, then are saved
+  'interrupted'); a second Ctrl+C makes them quit at once; a worker still there
+  after the bound is killed (its replies are left to the recovery sweep).
+- A worker that dies after it started (killed, out of memory) is replaced; one
+  that never started stops the whole service with exit status 1.
+- Workers run in their own process group, so a terminal's Ctrl+C reaches the
+  parent alone (which forwards it once, not twice), and each watches a pipe
+  from the parent: should the parent die without a word (SIGKILL), the workers
+  shut down as on SIGTERM instead of serving on as orphans.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import os
+import signal
+import socket
+import threading
+import time
+from collections.abc import Callable
+
+log = logging.getLogger("kynsey")
+NEVER_STARTED = 3  # a worker's exit status when it did not get to serve (uvicorn's STARTUP_FAILURE)
+POLL_SECONDS = 0.1
+KILL_MARGIN = 5.0  # beyond a worker's own shutdown bound, before the parent kills it
+
+
+class Workers:
+    """Fork ``count`` processes that each call ``serve_one(sock, watch_parent)`` and supervise them.
+
+    ``serve_one`` serves ``sock`` until told to stop and returns whether it started; it passes
+    ``watch_parent`` the function that stops it, to be called should the parent die."""
+
+    def __init__(self, count: int, sock: socket.socket, serve_one: Callable[[socket.socket, Callable], bool],
+                 shutdown_bound: float) -> None:
+        self.count = count
+        self.sock = sock
+        self.serve_one = serve_one
+        self.shutdown_bound = shutdown_bound + KILL_MARGIN
+        self.pids: set[int] = set()
+        self.stopping_since: float | None = None
+        self.failed = False
+        self._alive_r, self._alive_w = os.pipe()  # the workers' line to the parent: EOF when it is gone
+
+    def run(self) -> bool:
+        """Serve until stopped; False when a worker never started."""
+        signal.signal(signal.SIGTERM, self._on_signal)
+        signal.signal(signal.SIGINT, self._on_signal)
+        for _ in range(self.count):
+            self._fork()
+        while self.pids:
+            self._reap()
+            if self.stopping_since is not None and time.monotonic() - self.stopping_since > self.shutdown_bound:
+                self._send(signal.SIGKILL)
+            time.sleep(POLL_SECONDS)
+        os.close(self._alive_w)
+        return not self.failed
+
+    def _on_signal(self, sig: int, _frame) -> None:
+        if self.stopping_since is None:
+            self.stopping_since = time.monotonic()
+            log.info("stopping %d workers", len(self.pids))
+            self._send(signal.SIGTERM)
+        elif sig == signal.SIGINT:  # a second Ctrl+C: quit now, as one process does
+            self._send(signal.SIGINT)
+
+    def _send(self, sig: int) -> None:
+        for pid in list(self.pids):
+            try:
+                os.kill(pid, sig)
+            except ProcessLookupError:
+                pass
+
+    def _reap(self) -> None:
+        for pid in list(self.pids):
+            done, status = os.waitpid(pid, os.WNOHANG)
+            if done == 0:
+                continue
+            self.pids.discard(pid)
+            if self.stopping_since is not None:
+                continue
+            if os.waitstatus_to_exitcode(status) == NEVER_STARTED:
+                log.error("worker %d did not start; stopping the others", pid)
+                self.failed = True
+                self._on_signal(signal.SIGTERM, None)
+            else:
+                log.warning("worker %d ended (exit status %d); starting another",
+                            pid, os.waitstatus_to_exitcode(status))
+                self._fork()
+
+    def _fork(self) -> None:
+        pid = os.fork()
+        if pid:
+            self.pids.add(pid)
+            return
+        code = NEVER_STARTED
+        try:  # the worker: never returns into the parent's code
+            os.setpgid(0, 0)
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                signal.signal(sig, signal.SIG_DFL)
+            os.close(self._alive_w)
+            started = self.serve_one(self.sock, functools.partial(watch_parent, self._alive_r))
+            code = 0 if started else NEVER_STARTED
+        except BaseException:  # noqa: BLE001 - a worker must end here whatever happened
+            log.exception("worker %d failed", os.getpid())
+        finally:
+            logging.shutdown()
+            os._exit(code)
+
+
+def watch_parent(fd: int, on_gone: Callable[[], None]) -> None:
+    """In a worker: call ``on_gone`` (from a thread) once the parent is gone (its end of the pipe closes)."""
+
+    def watch() -> None:
+        while os.read(fd, 1):  # blocks; nothing is ever written, so it returns only at EOF
+            pass
+        on_gone()
+
+    threading.Thread(target=watch, name="kynsey-parent-watch", daemon=True).start()
