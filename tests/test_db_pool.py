@@ -118,5 +118,5 @@ def add_user_directly(database_url: str, name: str) -> str:
 def _hold_or_none(server: LiveServer):
     try:
         return hold_a_connection(server)
-    except Exception:  # noqa: BLE001 - background work had the connection: the pool or PostgreSQL refused another
+    except Exception:
         return None

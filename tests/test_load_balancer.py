@@ -268,7 +268,7 @@ def test_a_flag_change_through_one_instance_holds_on_every_instance(cluster):
     try:
         for port in rest:
             user = cluster.client(carol, port)
-            eventually(lambda: user.get("/api/models/tiers").json()["switching_enabled"] is False,
+            eventually(lambda user=user: user.get("/api/models/tiers").json()["switching_enabled"] is False,
                        f"the instance on {port} sees the flag off")
         through = cluster.client(carol)
         for _ in range(len(ports)):

@@ -140,7 +140,7 @@ def test_workers_share_the_port_are_replaced_when_they_die_and_stop_within_the_b
             cid = client.post("/api/conversations", json={}).json()["id"]
             seen = []
             with client.stream("POST", f"/api/conversations/{cid}/messages", json={"content": "long"}) as resp:
-                for name, data in events(resp):
+                for name, _ in events(resp):
                     seen.append(name)
                     if name == "delta" and seen.count("delta") == 1:
                         proc.send_signal(signal.SIGTERM)

@@ -86,14 +86,15 @@ def check_database(settings: Settings, catalog: Catalog) -> None:
 
 
 def check_redis(settings: Settings) -> None:
-    if not settings.redis_url:
+    url = settings.redis_url
+    if not url:
         return
     from redis.asyncio import Redis
     from redis.exceptions import RedisError
 
     async def ping() -> None:
         client = Redis.from_url(
-            settings.redis_url, socket_connect_timeout=REDIS_CHECK_TIMEOUT, socket_timeout=REDIS_CHECK_TIMEOUT
+            url, socket_connect_timeout=REDIS_CHECK_TIMEOUT, socket_timeout=REDIS_CHECK_TIMEOUT
         )
         try:
             await client.ping()

@@ -11,6 +11,7 @@ second Ctrl+C still quits at once, leaving replies for the recovery sweep).
 from __future__ import annotations
 
 import asyncio
+import math
 
 import uvicorn
 from fastapi import FastAPI
@@ -43,4 +44,4 @@ class KynseyServer(uvicorn.Server):
 def server_config(settings: Settings, app: FastAPI, **options) -> uvicorn.Config:
     """uvicorn's settings for Kynsey: our logging, no access log, the shutdown bound."""
     return uvicorn.Config(app, log_config=None, access_log=False, timeout_keep_alive=KEEP_ALIVE,
-                          timeout_graceful_shutdown=settings.shutdown_grace + CLOSE_MARGIN, **options)
+                          timeout_graceful_shutdown=math.ceil(settings.shutdown_grace + CLOSE_MARGIN), **options)

@@ -111,7 +111,7 @@ class Workers:
             os.close(self._alive_w)
             started = self.serve_one(self.sock, functools.partial(watch_parent, self._alive_r))
             code = 0 if started else NEVER_STARTED
-        except BaseException:  # noqa: BLE001 - a worker must end here whatever happened
+        except BaseException:  # a worker must end here whatever happened
             log.exception("worker %d failed", os.getpid())
         finally:
             logging.shutdown()
