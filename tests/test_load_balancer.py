@@ -9,7 +9,7 @@ instance that answered. Checked: replies stream through nginx unbuffered; a
 SIGKILL of the instance writing a reply leaves the next requests working
 through the others, and the other instances mark the killed reply
 'interrupted' with its saved text; a user's chat limit and a flag change are
-one across instances.
+one across instances, and so is a circuit opened on one of them.
 """
 
 from __future__ import annotations
@@ -44,6 +44,7 @@ NGINX = shutil.which("nginx") or "/usr/sbin/nginx"
 PYTHON_CLI = [sys.executable, "-m", "kynsey.cli"]
 REPLY_TOKENS = 400  # at TOKEN_DELAY each: a reply long enough to kill mid-way
 TOKEN_DELAY = 0.02
+PRO_MODEL = "qwen2.5:14b-instruct"
 CHAT_LIMIT = 4
 FLAG_URL = "/api/admin/flags/model_switching"
 UPSTREAM = "x-test-upstream"  # the instance nginx chose (added by the test's outer configuration)
@@ -277,8 +278,39 @@ def test_a_flag_change_through_one_instance_holds_on_every_instance(cluster):
         assert cluster.client(admin, first).put(FLAG_URL, json={"state": "on"}).status_code == 200
 
 
-@pytest.mark.skip(reason="TODO(issue 12 item 1): needs circuits shared through Redis (the `shared` branch)")
 def test_a_circuit_opened_on_one_instance_is_open_on_every_instance(cluster):
-    """Circuits stay one: once circuit state is shared through Redis, make the fake Ollama fail the
-    `pro` model, send chats through one instance until its circuit opens, and check that
-    GET /api/models/status shows `pro` degraded on every instance straight and through nginx."""
+    """Circuits stay one: the fake Ollama fails `pro`'s model; chats through one instance open its
+    circuit (KYNSEY_CIRCUIT_FAILURES, 3, each answered by the `standard` fallback), and every
+    instance, straight and through nginx, shows it not closed (open, or half-open once a probe sees
+    the model again: the next request is a trial). The model recovers; one trial chat through
+    another instance closes the circuit on every instance."""
+    ollama = cluster.env["OLLAMA_HOST"]
+    dave = cluster.token("dave")
+    first, second, *_ = cluster.alive()
+    everywhere = [*cluster.alive(), None]  # each instance straight, then nginx
+
+    def chat(port: int) -> list:
+        client = cluster.client(dave, port)
+        cid = client.post("/api/conversations", json={}).json()["id"]
+        with client.stream("POST", f"/api/conversations/{cid}/messages", json={"content": "hi"}) as resp:
+            seen = list(events(resp))
+        assert seen[-1][0] == "done", seen[-1]
+        return seen
+
+    def pro_circuit(port: int | None) -> str:
+        models = cluster.client(dave, port).get("/api/models/status").json()["models"]
+        return next(m for m in models if m["tier"] == "pro")["circuit"]
+
+    assert cluster.client(dave, first).post("/api/models/tier", json={"tier": "pro"}).status_code in (200, 202)
+    assert httpx.post(f"{ollama}/fake/fail", json={"model": PRO_MODEL, "mode": "error_500"}).status_code == 200
+    try:
+        for _ in range(3):
+            assert chat(first)[0][1]["fallback_from"] == "pro"
+        for port in everywhere:
+            eventually(lambda port=port: pro_circuit(port) != "closed", f"{port or 'nginx'}: pro's circuit not closed")
+    finally:
+        httpx.post(f"{ollama}/fake/fail", json={"model": PRO_MODEL, "mode": None})
+    eventually(lambda: pro_circuit(second) == "half_open", "a probe on the other instance to see the model again")
+    assert "fallback_from" not in chat(second)[0][1]  # the trial: pro answers
+    for port in everywhere:
+        eventually(lambda port=port: pro_circuit(port) == "closed", f"{port or 'nginx'}: pro's circuit closed again")

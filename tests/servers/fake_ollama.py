@@ -9,7 +9,8 @@ of a 200 stream. Failures are injected per model (``fail``) or as a steady
 share of requests (``fail_ratio``); see ``FAILURES``. ``capacity`` caps the
 models in memory at once (OLLAMA_MAX_LOADED_MODELS): loading one more evicts
 the least recently used; ``load_count`` counts loads per model (also served
-as ``GET /fake/loads`` for benchmarks that run the fake in its own process).
+as ``GET /fake/loads`` for benchmarks that run the fake in its own process; ``POST /fake/fail``
+sets a model's failure mode there).
 
 Command line (benchmarks): ``python -m tests.servers.fake_ollama --port 0
 --reply-tokens N --models a,b --loaded a [--capacity 1 --load-delay 0.2]``
@@ -201,6 +202,7 @@ class FakeOllama(FakeModelServer):
             ("POST", "/api/generate"): self._generate,
             ("POST", "/api/chat"): self._chat,
             ("GET", "/fake/loads"): self._loads,
+            ("POST", "/fake/fail"): self._set_fail,
         }
 
     @property
@@ -262,6 +264,16 @@ class FakeOllama(FakeModelServer):
     async def _loads(self, body: dict, receive: Receive, send: Send) -> None:
         loads = dict(self.load_count)
         await send_json(send, 200, {"loads": loads, "total": sum(loads.values()), "loaded": list(self.loaded)})
+
+    async def _set_fail(self, body: dict, receive: Receive, send: Send) -> None:
+        """``{"model": ..., "mode": ...}`` sets how a model fails (``mode`` null: it works again), for
+        tests that run the fake in its own process."""
+        name = canonical(str(body.get("model") or ""))
+        if body.get("mode"):
+            self.fail[name] = str(body["mode"])
+        else:
+            self.fail.pop(name, None)
+        await send_json(send, 200, {"fail": dict(self.fail)})
 
     async def _show(self, body: dict, receive: Receive, send: Send) -> None:
         name = canonical(str(body.get("model") or body.get("name") or ""))
