@@ -39,7 +39,7 @@ import time
 import httpx
 import psutil
 
-from bench.common import MODELS, Kynsey, fake_ollama, percentile, report
+from bench.common import MODELS, Kynsey, fake_ollama, kynsey_stream, percentile, report
 from tests.pg import private_database
 
 MODEL = MODELS[0]
@@ -66,27 +66,6 @@ async def direct_stream(client: httpx.AsyncClient, url: str, model: str = MODEL)
             if first is None:
                 first = time.perf_counter()
             tokens += 1
-    return first - started, tokens, time.perf_counter() - first
-
-
-async def kynsey_stream(client: httpx.AsyncClient, cid: str) -> tuple[float, int, float]:
-    """(ttft s, tokens, seconds from first token to end) through Kynsey's SSE; raises on any error."""
-    started = time.perf_counter()
-    first, tokens, event = None, 0, None
-    async with client.stream("POST", f"/api/conversations/{cid}/messages", json={"content": "hi"}) as resp:
-        if resp.status_code != 200:
-            raise RuntimeError(f"chat answered {resp.status_code}: {(await resp.aread())[:200]!r}")
-        async for line in resp.aiter_lines():
-            if line.startswith("event:"):
-                event = line[7:]
-            elif line.startswith("data:") and event == "delta" and first is None:
-                first = time.perf_counter()
-            elif line.startswith("data:") and event == "done":
-                tokens = json.loads(line[5:])["tokens"]
-            elif line.startswith("data:") and event == "error":
-                raise RuntimeError(f"chat error: {line[5:200]}")
-    if first is None or not tokens:
-        raise RuntimeError("the stream ended without a reply")
     return first - started, tokens, time.perf_counter() - first
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
@@ -97,3 +98,24 @@ def report(rows: list[tuple[str, str]]) -> None:
     width = max(len(k) for k, _ in rows)
     for key, value in rows:
         print(f"{key:<{width}}  {value}")
+
+
+async def kynsey_stream(client: httpx.AsyncClient, cid: str) -> tuple[float, int, float]:
+    """(ttft s, tokens, seconds from first token to end) through Kynsey's SSE; raises on any error."""
+    started = time.perf_counter()
+    first, tokens, event = None, 0, None
+    async with client.stream("POST", f"/api/conversations/{cid}/messages", json={"content": "hi"}) as resp:
+        if resp.status_code != 200:
+            raise RuntimeError(f"chat answered {resp.status_code}: {(await resp.aread())[:200]!r}")
+        async for line in resp.aiter_lines():
+            if line.startswith("event:"):
+                event = line[7:]
+            elif line.startswith("data:") and event == "delta" and first is None:
+                first = time.perf_counter()
+            elif line.startswith("data:") and event == "done":
+                tokens = json.loads(line[5:])["tokens"]
+            elif line.startswith("data:") and event == "error":
+                raise RuntimeError(f"chat error: {line[5:200]}")
+    if first is None or not tokens:
+        raise RuntimeError("the stream ended without a reply")
+    return first - started, tokens, time.perf_counter() - first

@@ -34,14 +34,13 @@ import signal
 import subprocess
 import sys
 import tempfile
-import time
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
 
-from bench.common import MODELS, ROOT, Kynsey, percentile, report
+from bench.common import MODELS, ROOT, Kynsey, kynsey_stream, percentile, report
 
 TIERS = dict(zip(("standard", "pro", "code"), MODELS, strict=True))
 HUNG_AFTER = 60.0
@@ -123,20 +122,8 @@ async def turn(client: httpx.AsyncClient, rng: random.Random, ttft: list[float])
     resp = await client.post("/api/conversations", json={})
     if resp.status_code != 201:
         raise RuntimeError(f"new conversation answered {resp.status_code}: {resp.text[:200]}")
-    started, first, event = time.perf_counter(), None, None
-    async with client.stream("POST", f"/api/conversations/{resp.json()['id']}/messages", json={"content": "hi"}) as r:
-        if r.status_code != 200:
-            raise RuntimeError(f"chat answered {r.status_code}: {(await r.aread())[:200]!r}")
-        async for line in r.aiter_lines():
-            if line.startswith("event:"):
-                event = line[7:]
-            elif line.startswith("data:") and event == "delta" and first is None:
-                first = time.perf_counter()
-            elif line.startswith("data:") and event == "error":
-                raise RuntimeError(f"chat error: {line[5:200]}")
-    if first is None:
-        raise RuntimeError("the stream ended without a reply")
-    ttft.append((first - started) * 1000)
+    ttft_s, _, _ = await kynsey_stream(client, resp.json()["id"])
+    ttft.append(ttft_s * 1000)
 
 
 async def traffic(clients: list[httpx.AsyncClient], count: int, rng: random.Random, ttft: list[float]) -> int:

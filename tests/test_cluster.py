@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import signal
 import uuid
+from contextlib import contextmanager
 from datetime import UTC, datetime
 
 import pytest
@@ -49,6 +50,20 @@ def chat_requests(fake) -> int:
 
 def new_conversation(client) -> str:
     return client.post("/api/conversations", json={"title": "t"}).json()["id"]
+
+
+@contextmanager
+def long_reply_on(a, b, fake_ollama):
+    """alice's long reply being written on instance ``a``: her clients on a and b, the conversation,
+    the reply's id, its event stream on a and the events read so far (start, a first delta)."""
+    token = a.add_user("alice", "pro")
+    ca, cb = a.client(token), b.client(token)
+    cid = new_conversation(ca)
+    fake_ollama.reply, fake_ollama.token_delay = LONG, 0.02
+    with ca.stream("POST", f"/api/conversations/{cid}/messages", json={"content": "talk"}) as resp:
+        posted = events(resp)
+        mid = next(posted)[1]["message_id"]
+        yield ca, cb, cid, mid, posted, [next(posted)]
 
 
 def test_a_circuit_opened_on_one_instance_degrades_the_tier_on_the_other(pair, fake_ollama):
@@ -124,14 +139,7 @@ def test_a_warm_up_on_one_instance_is_seen_warming_on_the_other_and_loads_once(p
 def test_a_reply_written_on_one_instance_streams_through_the_other_as_it_is_produced(pair, fake_ollama):
     # The database is written only at the end, so whatever B relays before the end was pushed through Redis.
     a, b = pair(chat_flush_seconds=600)
-    token = a.add_user("alice", "pro")
-    ca, cb = a.client(token), b.client(token)
-    cid = new_conversation(ca)
-    fake_ollama.reply, fake_ollama.token_delay = LONG, 0.02
-    with ca.stream("POST", f"/api/conversations/{cid}/messages", json={"content": "talk"}) as resp:
-        posted = events(resp)
-        mid = next(posted)[1]["message_id"]
-        seen = [next(posted)]
+    with long_reply_on(a, b, fake_ollama) as (ca, cb, cid, mid, posted, seen):
         with cb.stream("GET", f"/api/conversations/{cid}/messages/{mid}/stream") as again:
             attached = events(again)
             got = [next(attached)]
@@ -153,14 +161,7 @@ def test_a_reply_written_on_one_instance_streams_through_the_other_as_it_is_prod
 
 def test_a_stop_through_the_other_instance_stops_the_reply(pair, fake_ollama):
     a, b = pair()
-    token = a.add_user("alice", "pro")
-    ca, cb = a.client(token), b.client(token)
-    cid = new_conversation(ca)
-    fake_ollama.reply, fake_ollama.token_delay = LONG, 0.02
-    with ca.stream("POST", f"/api/conversations/{cid}/messages", json={"content": "talk"}) as resp:
-        posted = events(resp)
-        mid = next(posted)[1]["message_id"]
-        seen = [next(posted)]
+    with long_reply_on(a, b, fake_ollama) as (_, cb, cid, mid, posted, seen):
         mallory = b.client(b.add_user("mallory", "pro"))
         assert mallory.post(f"/api/conversations/{cid}/messages/{mid}/stop").status_code == 404
         answer = cb.post(f"/api/conversations/{cid}/messages/{mid}/stop")
