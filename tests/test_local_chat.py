@@ -66,6 +66,6 @@ def test_switch_cold_to_ready_and_chat_with_a_real_local_model(start_server, tmp
 def test_kynsey_tiers_shows_local_files_sizes_and_loading(monkeypatch, tmp_path):
     monkeypatch.setenv("KYNSEY_DATA_DIR", str(tmp_path))
     out = CliRunner().invoke(app, ["tiers", "--tiers", str(EXAMPLE)]).output
-    assert "backend local (local) local://local: up" in out
+    assert "backend local (local) host 1 local://local: up" in out
     row = next(line for line in out.splitlines() if line.startswith("standard"))
     assert "SmolLM2-135M-Instruct.Q4_1.gguf (not loaded)" in row and "0.10 GB" in row and "cold" in row
