@@ -28,6 +28,9 @@ class LiveReply:
     final: Event | None = None
     listeners: set[asyncio.Queue[Event | None]] = field(default_factory=set)
     stop_reason: str | None = None  # why its task was cancelled: "stopped" (the user), "shutdown", "database"
+    # How many of ``parts`` its row holds, so that a flush sends only what came since; None when a
+    # flush failed and the row may or may not hold it (the next flush writes the whole text).
+    saved_parts: int | None = 0
 
     @property
     def text(self) -> str:

@@ -50,6 +50,7 @@ class ReplyStore:
         self.flush_seconds = flush_seconds
         self.stale_seconds = stale_seconds
         self._saves: set[asyncio.Task] = set()
+        self._flushing = asyncio.Lock()  # one flush at a time: an append must not be sent twice
 
     async def update(self, message_id: str, **values: Any) -> None:
         """Change a reply's row now (its tier when a fallback answers); raises on a database error."""
@@ -82,26 +83,43 @@ class ReplyStore:
 
     async def flush(self) -> int:
         """Save every final state still pending and the text of every reply that grew."""
+        async with self._flushing:
+            return await self._flush()
+
+    async def _flush(self) -> int:
         finals = dict(self.live.unsaved)
         dirty, self.live.dirty = self.live.dirty, set()
-        rows = [{"mid": mid, "text": r.text, "now": _now()} for mid in dirty
-                if mid not in finals and (r := self.live.get(mid)) is not None]
-        if not finals and not rows:
+        now, whole, appended, sent = _now(), [], [], {}
+        for mid in dirty:
+            if mid in finals or (r := self.live.get(mid)) is None:
+                continue
+            sent[mid] = count = len(r.parts)
+            if r.saved_parts is None:
+                whole.append({"mid": mid, "text": "".join(r.parts[:count]), "now": now})
+            else:
+                appended.append({"mid": mid, "delta": "".join(r.parts[r.saved_parts:count]), "now": now})
+        if not finals and not sent:
             return 0
         try:
-            await self.jobs.run(save_replies(finals, rows))
+            await self.jobs.run(save_replies(finals, whole, appended))
         except BaseException as exc:
             self.live.dirty |= dirty  # nothing is dropped: the next flush tries again
-            if isinstance(exc, SQLAlchemyError) and rows:
+            for mid in sent:  # it may have been written before the error: write these whole next time
+                if (r := self.live.get(mid)) is not None:
+                    r.saved_parts = None
+            if isinstance(exc, SQLAlchemyError) and sent:
                 # Text that cannot be saved must not keep streaming to clients: end those replies
                 # now; what they wrote stays here and is saved when the database answers.
                 stopped = self.live.stop_all("database")
                 log.error("the database does not answer: stopped %d streaming replies (kept in memory)", stopped)
             raise
+        for mid, count in sent.items():
+            if (r := self.live.get(mid)) is not None:
+                r.saved_parts = count
         for mid, values in finals.items():
             if self.live.unsaved.get(mid) is values:
                 self.live.saved(mid)
-        return len(finals) + len(rows)
+        return len(finals) + len(sent)
 
     async def sweep(self) -> int:
         now = _now()

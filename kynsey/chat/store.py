@@ -16,7 +16,7 @@ from datetime import datetime
 from types import SimpleNamespace
 from typing import Any
 
-from sqlalchemy import bindparam, insert, select, update
+from sqlalchemy import bindparam, func, insert, select, update
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import IntegrityError
 
@@ -29,10 +29,15 @@ CONVERSATIONS = table(Conversation)
 MESSAGES = table(Message)
 _MESSAGE_COLUMNS = (MESSAGES.c.id, MESSAGES.c.parent_id, MESSAGES.c.role, MESSAGES.c.content, MESSAGES.c.status,
                     MESSAGES.c.seq)
-PROGRESS = (
+PROGRESS = (  # a streaming reply's whole text so far
     update(MESSAGES)
     .where(MESSAGES.c.id == bindparam("mid"), MESSAGES.c.status == "streaming")
     .values(content=bindparam("text"), updated_at=bindparam("now"))
+)
+PROGRESS_APPEND = (  # what a streaming reply wrote since its row was last saved
+    update(MESSAGES)
+    .where(MESSAGES.c.id == bindparam("mid"), MESSAGES.c.status == "streaming")
+    .values(content=func.coalesce(MESSAGES.c.content, "").concat(bindparam("delta")), updated_at=bindparam("now"))
 )
 
 
@@ -155,14 +160,18 @@ def set_reply(message_id: str, values: dict[str, Any]):
     return job
 
 
-def save_replies(finals: dict[str, dict[str, Any]], progress: list[dict[str, Any]]):
-    """The job: final states (unconditional) and the text of replies still streaming."""
+def save_replies(finals: dict[str, dict[str, Any]], whole: list[dict[str, Any]], appended: list[dict[str, Any]]):
+    """The job: final states (unconditional), and the text of replies still streaming: ``whole``
+    rows carry all of it (``text``), ``appended`` rows what came since the last save (``delta``).
+    Appending sends each piece of text once, instead of the whole reply at every flush."""
 
     def job(conn: Connection) -> None:
         for message_id, values in finals.items():
             conn.execute(update(MESSAGES).where(MESSAGES.c.id == message_id).values(**values))
-        if progress:
-            conn.execute(PROGRESS, progress)
+        if whole:
+            conn.execute(PROGRESS, whole)
+        if appended:
+            conn.execute(PROGRESS_APPEND, appended)
 
     return job
 

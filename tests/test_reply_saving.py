@@ -1,0 +1,107 @@
+"""A streaming reply's text reaches its row piece by piece (SPEC N3, N6; issue 14).
+
+Each flush appends only what a reply wrote since its last save (sending the
+whole text every 0.25 s cost a 2,000-token reply O(n²) bytes). Appending is not
+idempotent, so a flush that fails, possibly after its write reached the
+database, makes the next flush write those replies whole: the row never
+holds a piece twice and never misses one.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import pytest
+from sqlalchemy import insert, select
+from sqlalchemy.exc import OperationalError
+
+from kynsey.chat.live import LiveReply
+from kynsey.storage.models import Message, table
+
+MID = "a" * 32
+
+
+@pytest.fixture
+def server(start_server, fake_ollama):
+    """The test flushes by itself: the periodic flush waits an hour."""
+    return start_server(ollama_host=fake_ollama.url, chat_flush_seconds=3600)
+
+
+def streaming_reply(server) -> LiveReply:
+    """A reply row being written, registered as live in the server's process."""
+    token = server.add_user("alice", "pro")
+    client = server.client(token)
+    cid = client.post("/api/conversations", json={"title": "t"}).json()["id"]
+    now = datetime.now(UTC)
+    row = {"id": MID, "conversation_id": cid, "parent_id": None, "seq": 1, "role": "assistant", "content": "",
+           "status": "streaming", "created_at": now, "updated_at": now}
+
+    async def begin(rt) -> LiveReply:
+        await rt.jobs.run(lambda conn: conn.execute(insert(table(Message)), row))
+        live = LiveReply(MID, cid, 1)
+        rt.live.replies[MID] = live
+        return live
+
+    return server.call(begin)
+
+
+def write(server, live: LiveReply, *pieces: str) -> None:
+    async def work(rt) -> None:
+        live.parts.extend(pieces)
+        rt.live.dirty.add(MID)
+
+    server.call(work)
+
+
+def flush_and_read(server) -> str:
+    async def work(rt) -> str:
+        await rt.replies.flush()
+        return await rt.jobs.run(lambda conn: conn.execute(select(Message.content).where(Message.id == MID)).scalar())
+
+    return server.call(work)
+
+
+def test_each_flush_appends_what_came_since_the_last(server):
+    live = streaming_reply(server)
+    for pieces in (["Hello"], [", ", "wor"], ["ld", "!"]):
+        write(server, live, *pieces)
+        assert flush_and_read(server) == live.text
+    assert flush_and_read(server) == "Hello, world!"  # nothing new: nothing added
+
+
+class WritesThenFails:
+    """Jobs whose next run commits its work and then reports a failure (the answer was lost)."""
+
+    def __init__(self, jobs) -> None:
+        self.jobs, self.armed = jobs, True
+
+    async def run(self, job):
+        result = await self.jobs.run(job)
+        if self.armed:
+            self.armed = False
+            raise OperationalError("UPDATE messages", {}, ConnectionResetError("the answer was lost"))
+        return result
+
+
+def test_a_flush_that_wrote_but_failed_is_not_appended_twice(server):
+    live = streaming_reply(server)
+    write(server, live, "one ")
+    assert flush_and_read(server) == "one "
+
+    async def arm(rt) -> None:
+        rt.replies.jobs = WritesThenFails(rt.replies.jobs)
+
+    server.call(arm)
+    write(server, live, "two ")
+
+    async def failing_flush(rt) -> str:
+        try:
+            await rt.replies.flush()
+        except OperationalError:
+            return "failed"
+        return "saved"
+
+    assert server.call(failing_flush) == "failed"
+    assert live.saved_parts is None  # unknown now: the next flush writes it whole
+    write(server, live, "three")
+    assert flush_and_read(server) == "one two three"
