@@ -187,6 +187,24 @@ def test_aclose_during_a_stream_breaks_the_stream(every):
 
 
 # -- backends behind a server ------------------------------------------------------------------
+def test_chats_in_a_row_reuse_one_connection(remote):
+    """A consumer that stops at the done chunk (as the answer core does) leaves the connection in
+    the pool: the end of the body is read first, so the next chat pays no new connection."""
+
+    async def scenario(backend):
+        for _ in range(3):
+            stream = backend.chat(remote.model, HELLO, options={}, keep_alive="5m")
+            async for chunk in stream:
+                if chunk.done:
+                    break
+            await stream.aclose()
+
+    run(remote.backend(), scenario)
+    chats = [peer for (path, _), peer in zip(remote.fake.requests, remote.fake.peers, strict=True)
+             if path == remote.chat_path]
+    assert len(chats) == 3 and len(set(chats)) == 1, chats
+
+
 def test_a_stopped_server_is_unreachable_to_probe_load_and_chat(remote):
     remote.fake.stop()
     received: list[ChatChunk] = []

@@ -51,6 +51,7 @@ CONNECT_ERRORS = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout)
 MODEL_ERRORS = (ModelMissing, ModelLoadFailed)
 # Hundreds of concurrent streams per backend (SPEC N2) each hold a connection.
 LIMITS = httpx.Limits(max_connections=1000, max_keepalive_connections=200)
+DRAIN_SECONDS = 0.1  # how long the end of a streamed body may take after its last line
 
 
 def new_client(
@@ -73,6 +74,19 @@ async def line_batches(resp: httpx.Response) -> AsyncIterator[list[bytes]]:
         yield lines
     if rest.strip():
         yield [rest]
+
+
+async def finish_body(batches: AsyncIterator[list[bytes]]) -> None:
+    """Read the rest of a body whose last line has come (the end of its chunked encoding), so that its
+    connection goes back to the pool: leaving it unread closes the connection, and the next request
+    to that host pays a new connection before its first token. A server that lingers past
+    ``DRAIN_SECONDS`` costs only that connection."""
+    try:
+        async with asyncio.timeout(DRAIN_SECONDS):
+            async for _ in batches:
+                pass
+    except (TimeoutError, httpx.HTTPError):
+        pass
 
 
 def probe_error(exc: Exception) -> str:

@@ -18,7 +18,7 @@ import httpx
 import orjson
 
 from kynsey.backends.base import ChatChunk, ChatMessage, HostSnapshot, ModelState
-from kynsey.backends.http import HttpBackend, host_url, line_batches, probe_error
+from kynsey.backends.http import HttpBackend, finish_body, host_url, line_batches, probe_error
 from kynsey.errors import BackendBusy, BackendError, BackendUnreachable, ModelLoadFailed, ModelMissing, StreamBroken
 
 NS_PER_MS = 1_000_000
@@ -185,8 +185,11 @@ class OllamaBackend(HttpBackend):
                     if resp.status_code >= 400:
                         await resp.aread()
                         raise translate_status(resp, model, loading=False)
-                    async for lines in line_batches(resp):
+                    batches = line_batches(resp)
+                    async for lines in batches:
                         chunk, error = self._merge(model, lines, got_text)
+                        if chunk is not None and chunk.done:
+                            await finish_body(batches)  # the connection is reused by the next chat
                         if chunk is not None:
                             attempt.served()  # the model answers there: the next request goes there too
                             got_text = got_text or bool(chunk.text)

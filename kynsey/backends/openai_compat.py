@@ -23,7 +23,7 @@ import httpx
 import orjson
 
 from kynsey.backends.base import ChatChunk, ChatMessage, HostSnapshot, ModelState
-from kynsey.backends.http import HttpBackend, host_url, line_batches, probe_error
+from kynsey.backends.http import HttpBackend, finish_body, host_url, line_batches, probe_error
 from kynsey.errors import BackendBusy, BackendError, ModelMissing, StreamBroken
 
 # Kynsey's tier options (Ollama's names) -> the OpenAI request field.
@@ -251,7 +251,8 @@ class OpenAIBackend(HttpBackend):
                     if resp.status_code >= 400:
                         await resp.aread()
                         raise translate_status(resp, model_id)
-                    async for lines in line_batches(resp):
+                    batches = line_batches(resp)
+                    async for lines in batches:
                         texts, error, done = self._merge(model_id, lines, events, reply)
                         if texts:
                             attempt.served()
@@ -259,6 +260,7 @@ class OpenAIBackend(HttpBackend):
                         if error is not None:
                             raise error
                         if done:
+                            await finish_body(batches)  # the connection is reused by the next chat
                             break
                     else:  # a server may close without the blank line after its last event
                         data = events.flush()

@@ -218,6 +218,7 @@ class FakeModelServer(LoopbackServer):
         self.fail_after_tokens = 2  # tokens sent before a streamed failure strikes
         self.malformed_line: bytes | None = None  # mode "malformed": sent after those tokens (protocol default if None)
         self.requests: list[tuple[str, dict[str, Any]]] = []
+        self.peers: list[tuple[str, int]] = []  # the client address of each recorded request: one per connection
         self.record_requests = True
         self.routes: dict[tuple[str, str], Handler] = {}
         self._fail_ratio: tuple[float, str] | None = None
@@ -271,6 +272,7 @@ class FakeModelServer(LoopbackServer):
             body = parsed
         if self.record_requests:
             self.requests.append((path, body))
+            self.peers.append(tuple(scope.get("client") or ("", 0)))
         await route(body, receive, send)
 
     def pick_failure(self, per_model: str | None) -> str | None:
