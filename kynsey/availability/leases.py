@@ -14,14 +14,19 @@ class ModelLeases:
     def acquire(self, backend: str, model: str) -> None:
         key = (backend, model)
         self._counts[key] += 1
-        self._idle.setdefault(key, asyncio.Event()).clear()
+        event = self._idle.get(key)
+        if event is None:
+            self._idle[key] = asyncio.Event()  # not set: in use
+        else:
+            event.clear()
 
     def release(self, backend: str, model: str) -> None:
         key = (backend, model)
         self._counts[key] -= 1
         if self._counts[key] <= 0:
             del self._counts[key]
-            self._idle.pop(key, asyncio.Event()).set()
+            if (event := self._idle.pop(key, None)) is not None:
+                event.set()
 
     def held(self) -> list[tuple[str, str]]:
         """The (backend, model) pairs some stream uses now."""
