@@ -89,6 +89,16 @@ class Feed:
         await self.cluster.unfollow(self)
 
 
+def model_field(backend: str, model: str) -> str:
+    """A backend's model as a field of a shared hash (circuits, warm-up claims)."""
+    return f"{backend}\t{model}"
+
+
+def split_field(field: str) -> tuple[str, str]:
+    backend, _, model = field.partition("\t")
+    return backend, model
+
+
 class Cluster:
     def __init__(self, redis_url: str | None, *, prefix: str = "kynsey", timeout: float = 0.25,
                  retry_seconds: float = 2.0, metrics: Metrics | None = None) -> None:

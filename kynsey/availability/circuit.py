@@ -14,6 +14,8 @@ from typing import Literal
 
 import orjson
 
+from kynsey.cluster import model_field, split_field
+
 State = Literal["closed", "open", "half_open"]
 
 
@@ -116,7 +118,6 @@ redis.call('HSET', KEYS[1], ARGV[1], out)
 redis.call('PUBLISH', ARGV[6], cjson.encode({ARGV[1], c}))
 return opened
 """
-SEP = "\t"  # between backend and model in a circuit's field name
 
 
 class SharedCircuits(Circuits):
@@ -160,8 +161,7 @@ class SharedCircuits(Circuits):
         return super().failure(backend, model)
 
     def _send(self, op: str, backend: str, model: str) -> None:
-        args = [f"{backend}{SEP}{model}", op, repr(self._wall()), self.threshold, self.cooldown,
-                self.cluster.key("circuits")]
+        args = [model_field(backend, model), op, repr(self._wall()), self.threshold, self.cooldown, self._hash]
         self.cluster.submit(lambda r: self._script(keys=[self._hash], args=args, client=r))
 
     def _message(self, message) -> None:
@@ -169,7 +169,7 @@ class SharedCircuits(Circuits):
         self._apply(field, state)
 
     def _apply(self, field: str, state) -> None:
-        backend, _, model = field.partition(SEP)
+        backend, model = split_field(field)
         if not state:
             self._circuits.pop((backend, model), None)
             return
@@ -183,7 +183,7 @@ class SharedCircuits(Circuits):
             return  # a change of ours is on its way: the next poll sees it
         fields = {k.decode(): orjson.loads(v) for k, v in raw.items()}
         for key in list(self._circuits):
-            if f"{key[0]}{SEP}{key[1]}" not in fields:
+            if model_field(*key) not in fields:
                 self._circuits.pop(key, None)
         for field, state in fields.items():
             self._apply(field, state)

@@ -25,12 +25,11 @@ from kynsey.availability.circuit import Circuits
 from kynsey.availability.monitor import StatusMonitor
 from kynsey.backends.base import Backend
 from kynsey.catalog import Catalog, TierProfile
-from kynsey.cluster import Cluster, Unavailable
+from kynsey.cluster import Cluster, Unavailable, model_field
 from kynsey.errors import BackendError
 
 log = logging.getLogger(__name__)
 CLAIM_SECONDS = 10.0  # a load claim's life; the loader renews it every third of that
-SEP = "\t"
 # Claim a model's load: nil when this instance holds the claim now, else the holder's claim.
 # KEYS[1] the warming hash; ARGV: field, instance, now, claim seconds, channel.
 CLAIM = """
@@ -82,7 +81,7 @@ class Warmer:
         key = (tier.backend, backend.canonical(tier.model_id))
         if key in self._tasks:
             return True
-        expires = self._elsewhere.get(f"{key[0]}{SEP}{key[1]}")
+        expires = self._elsewhere.get(model_field(*key))
         return expires is not None and expires > time.time()
 
     async def warm(self, tier: TierProfile, wait: float) -> tuple[bool, float | None]:
@@ -110,7 +109,7 @@ class Warmer:
 
     async def _load(self, tier: TierProfile, backend: Backend) -> float:
         key = (tier.backend, backend.canonical(tier.model_id))
-        field = f"{key[0]}{SEP}{key[1]}"
+        field = model_field(*key)
         while (holder := await self._claimed(field)) is not None:
             result = await self._wait_elsewhere(field, holder) or {"retry": True}
             await self.monitor.refresh(tier.backend)
