@@ -15,6 +15,7 @@ from kynsey.errors import (
     ModelMissing,
     StreamBroken,
 )
+from tests.live import eventually
 from tests.servers.fake_ollama import FakeOllama
 
 MINI = "llama3.2:3b-instruct-fp16"
@@ -232,3 +233,19 @@ def test_a_host_that_died_since_the_last_probe_fails_over_to_the_next():
 def test_figures_of_the_wrong_type_in_the_done_line_are_dropped_not_fatal():
     chunk = OllamaBackend._chunk(MINI, '{"done":true,"eval_count":"many","load_duration":[1],"done_reason":7}', True)
     assert (chunk.done, chunk.tokens, chunk.load_ms, chunk.done_reason) == (True, None, None, None)
+
+
+def test_a_server_that_lingers_or_sends_garbage_after_the_done_line_still_completes_the_reply(fake):
+    """After the last line the rest of the body is read briefly (so a finished connection is reused);
+    a server that keeps the body open, or sends more, costs that connection, not the reply."""
+    fake.fail[MINI] = "linger"
+
+    async def scenario(backend):
+        first = await collect(backend, MINI)
+        fake.fail.pop(MINI)
+        return first, await collect(backend, MINI)
+
+    first, second = run(scenario, fake.url)
+    assert first[-1].done and "".join(c.text for c in first[:-1]).strip()
+    assert second[-1].done
+    eventually(lambda: fake.clients_gone >= 1, "the fake to see the lingering body let go")

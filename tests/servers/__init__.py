@@ -42,7 +42,7 @@ _POLL = 0.05
 # "malformed": a line of the wrong shape (``malformed_line``) among the tokens;
 # "cut_done" (OpenAI): ``data: [DONE]`` without a finish_reason, as llama.cpp's
 # server ends a stream it cuts short.
-STREAMED_FAILURES = ("stream_error", "disconnect", "truncate", "malformed", "cut_done")
+STREAMED_FAILURES = ("stream_error", "disconnect", "truncate", "malformed", "cut_done", "linger")
 
 
 class Gone(Exception):

@@ -60,8 +60,9 @@ STREAM_ERROR = "an error was encountered while running the model: unexpected EOF
 # Failures answered before any reply: mode -> (status, error). The other modes:
 # "stream_error" (tokens, then an error line), "disconnect" (tokens, then the
 # connection drops), "truncate" (tokens, then the response ends cleanly without
-# its done line; a load or "stream": false gets cut JSON) and "hang" (no answer
-# until the client leaves or the server stops).
+# its done line; a load or "stream": false gets cut JSON), "hang" (no answer
+# until the client leaves or the server stops) and "linger" (the done line, then
+# a line of garbage, and the body stays open until the client leaves).
 FAILURES = {
     "missing": (404, "model '{model}' not found"),
     "busy": (503, "server busy, please try again.  maximum pending requests exceeded"),
@@ -445,6 +446,10 @@ class FakeOllama(FakeModelServer):
             line = self.malformed_line or b'{"model":"m","message":"oops","done":false}\n'
             await send({"type": "http.response.body", "body": line, "more_body": True})
         final = json.dumps(self._final(model, kind, figures, len(lines), first_ns)).encode() + b"\n"
+        if mode == "linger":  # the done line, then garbage, and the body never ends while the client stays
+            await send({"type": "http.response.body", "body": final + b"not json after the end\n", "more_body": True})
+            await self.pause(3600, watch)
+            return
         await send({"type": "http.response.body", "body": final})
 
     async def _answer_whole(self, model, kind, lines, figures, mode, watch, send) -> None:
