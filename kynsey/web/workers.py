@@ -109,7 +109,7 @@ class Workers:
             for sig in (signal.SIGTERM, signal.SIGINT):
                 signal.signal(sig, signal.SIG_DFL)
             os.close(self._alive_w)
-            started = self.serve_one(self.sock, functools.partial(watch_parent, self._alive_r))
+            started = self.serve_one(self.sock, ParentWatch(self._alive_r).then)
             code = 0 if started else NEVER_STARTED
         except BaseException:  # a worker must end here whatever happened
             log.exception("worker %d failed", os.getpid())
@@ -118,12 +118,28 @@ class Workers:
             os._exit(code)
 
 
-def watch_parent(fd: int, on_gone: Callable[[], None]) -> None:
-    """In a worker: call ``on_gone`` (from a thread) once the parent is gone (its end of the pipe closes)."""
+class ParentWatch:
+    """In a worker, from the moment it is forked: act once the parent is gone (its end of the pipe
+    closes). Until the worker serves, that act is to exit at once (nothing is served yet, so
+    nothing is lost); ``then(on_gone)`` replaces it with the server's own shutdown."""
 
-    def watch() -> None:
-        while os.read(fd, 1):  # blocks; nothing is ever written, so it returns only at EOF
+    def __init__(self, fd: int) -> None:
+        self._fd = fd
+        self._lock = threading.Lock()
+        self._gone = False
+        self._on_gone: Callable[[], None] = functools.partial(os._exit, 0)
+        threading.Thread(target=self._watch, name="kynsey-parent-watch", daemon=True).start()
+
+    def _watch(self) -> None:
+        while os.read(self._fd, 1):  # blocks; nothing is ever written, so it returns only at EOF
             pass
+        with self._lock:
+            self._gone = True
+            on_gone = self._on_gone
         on_gone()
 
-    threading.Thread(target=watch, name="kynsey-parent-watch", daemon=True).start()
+    def then(self, on_gone: Callable[[], None]) -> None:
+        with self._lock:
+            self._on_gone, gone = on_gone, self._gone
+        if gone:  # it went while this worker was starting
+            on_gone()
