@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING
 
-from sqlalchemy import delete, select
+from sqlalchemy import bindparam, delete, select
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -113,6 +113,15 @@ async def login(
     return token, session, user
 
 
+# Whose browser session it is, on every page request: built once, as ``tokens.TOKEN_HOLDER``.
+SESSION_HOLDER = (
+    select(*User.__table__.c, WebSession.csrf_token.label("session_csrf"),
+           WebSession.expires_at.label("session_expires_at"))
+    .join(WebSession.__table__, WebSession.user_id == User.id)
+    .where(WebSession.id_hash == bindparam("digest"))
+)
+
+
 def caller_by_session(token: str):
     """The job (read-only) that finds whose browser session ``token`` is: (user, CSRF token).
 
@@ -120,12 +129,7 @@ def caller_by_session(token: str):
     digest = token_digest(token)
 
     def job(conn: Connection) -> tuple[User, str]:
-        row = conn.execute(
-            select(*User.__table__.c, WebSession.csrf_token.label("session_csrf"),
-                   WebSession.expires_at.label("session_expires_at"))
-            .join(WebSession.__table__, WebSession.user_id == User.id)
-            .where(WebSession.id_hash == digest)
-        ).mappings().first()
+        row = conn.execute(SESSION_HOLDER, {"digest": digest}).mappings().first()
         if row is None or as_utc(row["session_expires_at"]) < datetime.now(UTC):
             raise NotAuthenticated("your session has expired; log in again", reason="session_expired")
         user = User(**{k: v for k, v in row.items() if not k.startswith("session_")})

@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
-from sqlalchemy import delete, func, select, update
+from sqlalchemy import bindparam, delete, func, select, update
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -123,6 +123,15 @@ async def delete_all_tokens(db: AsyncSession, user: User) -> int:
     return await rows_changed(db, delete(ApiToken).where(ApiToken.user_id == user.id))
 
 
+# Who holds a token, on every API request: built once (building a statement costs more than running it).
+TOKEN_HOLDER = (
+    select(*User.__table__.c, ApiToken.id.label("token_id"), ApiToken.expires_at.label("token_expires_at"),
+           ApiToken.last_used_at.label("token_last_used_at"))
+    .join(ApiToken.__table__, ApiToken.user_id == User.id)
+    .where(ApiToken.token_hash == bindparam("digest"))
+)
+
+
 def caller_by_token(token: str):
     """The job (``storage/jobs.py``, read-only) that finds who holds API token ``token``:
     (user, the token's id when its last use is due to be written, else None).
@@ -132,12 +141,7 @@ def caller_by_token(token: str):
     digest = token_digest(token)
 
     def job(conn: Connection) -> tuple[User, int | None]:
-        row = conn.execute(
-            select(*User.__table__.c, ApiToken.id.label("token_id"), ApiToken.expires_at.label("token_expires_at"),
-                   ApiToken.last_used_at.label("token_last_used_at"))
-            .join(ApiToken.__table__, ApiToken.user_id == User.id)
-            .where(ApiToken.token_hash == digest)
-        ).mappings().first()
+        row = conn.execute(TOKEN_HOLDER, {"digest": digest}).mappings().first()
         if row is None:
             raise NotAuthenticated("the API token is not valid")
         now = datetime.now(UTC)

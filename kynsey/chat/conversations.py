@@ -52,7 +52,7 @@ def title_from(content: str) -> str:
 
 async def create(jobs: Jobs, user: User, title: str | None) -> dict:
     """A new conversation, as the API shows it (one database job: hundreds may start at once)."""
-    row = await jobs.run(create_conversation(new_id(), user.id, clean_title(title), datetime.now(UTC)))
+    row = await jobs.write(create_conversation(new_id(), user.id, clean_title(title), datetime.now(UTC)))
     return conversation_public(Conversation(**row))
 
 

@@ -54,7 +54,7 @@ class ReplyStore:
 
     async def update(self, message_id: str, **values: Any) -> None:
         """Change a reply's row now (its tier when a fallback answers); raises on a database error."""
-        await self.jobs.run(set_reply(message_id, {"updated_at": _now(), **values}))
+        await self.jobs.write(set_reply(message_id, {"updated_at": _now(), **values}))
 
     async def save_final(self, message_id: str, **values: Any) -> bool:
         """Write a reply's final state; True once it is stored.
@@ -73,7 +73,7 @@ class ReplyStore:
 
     async def _write_final(self, message_id: str, values: dict[str, Any]) -> bool:
         try:
-            await self.jobs.run(set_reply(message_id, values))
+            await self.jobs.write(set_reply(message_id, values))
         except SQLAlchemyError as exc:
             log.warning("could not save reply %s (kept in memory, retried every flush): %s", message_id, exc)
             return False

@@ -129,7 +129,7 @@ async def _open(rt: Runtime, user: User, snapshot: tuple, tier: TierProfile, fie
     model = backends[tier.backend].canonical(tier.model_id)
     turn = Turn(user_id=user.id, reply_id=new_id(), tier=tier.tier, model=model, at=datetime.now(UTC),
                 settled=dict(rt.live.unsaved), **fields)
-    opened = await rt.jobs.run(begin_turn(turn))  # committed before any backend is called
+    opened = await rt.jobs.write(begin_turn(turn))  # committed before any backend is called
     live = LiveReply(turn.reply_id, turn.conversation_id, user.id, opened.asked_id)
     chain = fallback_chain(catalog, user.plan, tier)
     rt.live.run(live, generate(rt, live, backends, chain, opened.history, started))

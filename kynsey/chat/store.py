@@ -5,12 +5,16 @@ A turn's job checks the conversation is the caller's and idle, reads its history
 (the path of the message tree the new message hangs from, ``chat/tree.py``), and
 commits the user's message with an empty 'streaming' reply, before any backend
 is called (SPEC F5): one job, not a dozen round trips, because it sits on every
-reply's time to first token. Editing a message, regenerating a reply and a
-conversation's first message (which creates it) go through the same job.
+reply's time to first token. Its rows are written by one statement
+(``storage/dml.write_together``), so on PostgreSQL it runs without BEGIN and
+COMMIT (``Jobs.write``): two round trips, a read and a write. Editing a message,
+regenerating a reply and a conversation's first message (which creates it) go
+through the same job.
 """
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field
 from datetime import datetime
 from types import SimpleNamespace
@@ -19,16 +23,26 @@ from typing import Any
 from sqlalchemy import bindparam, func, insert, select, update
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.sql import Executable, Update
 
 from kynsey.backends.base import ChatMessage
 from kynsey.chat import tree
 from kynsey.errors import Conflict, ConversationNotFound, NotFound
+from kynsey.storage.dml import write_together
 from kynsey.storage.models import Conversation, Message, table
 
 CONVERSATIONS = table(Conversation)
 MESSAGES = table(Message)
 _MESSAGE_COLUMNS = (MESSAGES.c.id, MESSAGES.c.parent_id, MESSAGES.c.role, MESSAGES.c.content, MESSAGES.c.status,
                     MESSAGES.c.seq)
+_TURN_ROW = ("id", "conversation_id", "parent_id", "seq", "role", "content", "status", "tier", "model", "created_at",
+             "updated_at")
+CONVERSATION_MESSAGES = (  # a conversation's owner, leaf and title beside every message (none for a new one)
+    select(CONVERSATIONS.c.user_id, CONVERSATIONS.c.title, CONVERSATIONS.c.current_leaf_id, *_MESSAGE_COLUMNS)
+    .select_from(CONVERSATIONS.outerjoin(MESSAGES, MESSAGES.c.conversation_id == CONVERSATIONS.c.id))
+    .where(CONVERSATIONS.c.id == bindparam("cid"))
+    .order_by(MESSAGES.c.seq)
+)
 PROGRESS = (  # a streaming reply's whole text so far
     update(MESSAGES)
     .where(MESSAGES.c.id == bindparam("mid"), MESSAGES.c.status == "streaming")
@@ -92,13 +106,14 @@ def begin_turn(turn: Turn):
                          "role": "user", "content": turn.content, "status": "complete", "tier": None, "model": None})
         rows.append({**common, "id": turn.reply_id, "parent_id": asked_id, "seq": seq + len(rows), "role": "assistant",
                      "content": "", "status": "streaming", "tier": turn.tier, "model": turn.model})
-        try:
-            conn.execute(insert(MESSAGES), rows)
+        values = {"cid": turn.conversation_id, "user_id": turn.user_id, "title": title or turn.title, "at": turn.at,
+                  "leaf": turn.reply_id}
+        values |= {f"m{n}_{column}": value for n, row in enumerate(rows) for column, value in row.items()}
+        try:  # one statement: the reads above need no transaction, since a turn racing this one
+            for statement in _turn_writes(conn.dialect.name, turn.create, len(rows)):  # takes the same ``seq``
+                conn.execute(statement, values)  # and the unique index refuses one of them
         except IntegrityError as exc:
             raise Conflict("another message was sent to this conversation at the same moment; reload it") from exc
-        if not turn.create:
-            conn.execute(update(CONVERSATIONS).where(CONVERSATIONS.c.id == turn.conversation_id)
-                         .values(updated_at=turn.at, title=title or turn.title, current_leaf_id=turn.reply_id))
         history = [ChatMessage(m.role, m.content) for m in path if m.content and m.status != "failed"]
         if turn.content is not None:
             history.append(ChatMessage("user", turn.content))
@@ -107,21 +122,29 @@ def begin_turn(turn: Turn):
     return job
 
 
+@functools.cache
+def _turn_writes(dialect: str, create: bool, messages: int) -> list[Executable]:
+    """A turn's writes, one statement where the database can (``write_together``): the conversation
+    when it is new, its ``messages`` new rows, else its new leaf. Built once per shape, with bound
+    parameters only, a row per INSERT: SQLAlchemy compiles a statement with literal values, or a
+    multi-row INSERT, again on every turn."""
+    rows = [insert(MESSAGES).values({c: bindparam(f"m{n}_{c}") for c in _TURN_ROW}) for n in range(messages)]
+    if create:
+        conversation = insert(CONVERSATIONS).values(
+            id=bindparam("cid"), user_id=bindparam("user_id"), title=bindparam("title"), created_at=bindparam("at"),
+            updated_at=bindparam("at"), current_leaf_id=bindparam("leaf"))
+        return write_together(dialect, conversation, *rows)
+    leaf = (update(CONVERSATIONS).where(CONVERSATIONS.c.id == bindparam("cid"))
+            .values(updated_at=bindparam("at"), title=bindparam("title"), current_leaf_id=bindparam("leaf")))
+    return write_together(dialect, *rows, leaf)
+
+
 def _open(conn: Connection, turn: Turn) -> tuple[list, str | None, str]:
     """The conversation's messages (every version), shown leaf and title, once it is known to be the
-    caller's and idle; a new conversation is inserted instead (it has none)."""
+    caller's and idle; none for a new conversation (the turn's write inserts it)."""
     if turn.create:
-        conn.execute(insert(CONVERSATIONS), {
-            "id": turn.conversation_id, "user_id": turn.user_id, "title": turn.title,
-            "created_at": turn.at, "updated_at": turn.at, "current_leaf_id": turn.reply_id})
         return [], None, turn.title
-    # One round trip: the conversation's owner, leaf and title beside every message (none for a new one).
-    rows = conn.execute(
-        select(CONVERSATIONS.c.user_id, CONVERSATIONS.c.title, CONVERSATIONS.c.current_leaf_id, *_MESSAGE_COLUMNS)
-        .select_from(CONVERSATIONS.outerjoin(MESSAGES, MESSAGES.c.conversation_id == CONVERSATIONS.c.id))
-        .where(CONVERSATIONS.c.id == turn.conversation_id)
-        .order_by(MESSAGES.c.seq)
-    ).all()
+    rows = conn.execute(CONVERSATION_MESSAGES, {"cid": turn.conversation_id}).all()
     if not rows or rows[0].user_id != turn.user_id:
         raise ConversationNotFound(f"there is no conversation {turn.conversation_id[:40]!r} for you")
     leaf_id, title = rows[0].current_leaf_id, rows[0].title
@@ -155,9 +178,15 @@ def set_reply(message_id: str, values: dict[str, Any]):
     """The job: write a reply's columns (a fallback's tier, or its final state)."""
 
     def job(conn: Connection) -> None:
-        conn.execute(update(MESSAGES).where(MESSAGES.c.id == message_id).values(**values))
+        conn.execute(_set_columns(*sorted(values)), {"mid": message_id, **values})
 
     return job
+
+
+@functools.cache
+def _set_columns(*columns: str) -> Update:
+    """UPDATE a reply's ``columns``, built once per set of columns (every reply's final save runs one)."""
+    return update(MESSAGES).where(MESSAGES.c.id == bindparam("mid")).values({c: bindparam(c) for c in columns})
 
 
 def save_replies(finals: dict[str, dict[str, Any]], whole: list[dict[str, Any]], appended: list[dict[str, Any]]):
@@ -167,7 +196,7 @@ def save_replies(finals: dict[str, dict[str, Any]], whole: list[dict[str, Any]],
 
     def job(conn: Connection) -> None:
         for message_id, values in finals.items():
-            conn.execute(update(MESSAGES).where(MESSAGES.c.id == message_id).values(**values))
+            set_reply(message_id, values)(conn)
         if whole:
             conn.execute(PROGRESS, whole)
         if appended:

@@ -11,6 +11,8 @@ is chosen once at start-up, by the database:
   fair nor fast).
 - PostgreSQL: on a pooled asyncpg connection through ``run_sync``, whose
   statements are round trips anyway; the database serialises what it must.
+  BEGIN and COMMIT are round trips too: a job whose writes are one statement
+  (``write``; ``storage/dml.py`` makes several writes one) runs without them.
 
 The chat path (auth, a turn's reads and inserts, reply progress and final
 saves) runs through here; the rest of Kynsey uses ordinary sessions.
@@ -42,6 +44,11 @@ class Jobs(ABC):
 
     async def read(self, job: Job[T]) -> T:
         """Run ``job``, which only reads; as ``run`` unless the database allows better."""
+        return await self.run(job)
+
+    async def write(self, job: Job[T]) -> T:
+        """Run ``job``, whose writes are one statement (atomic on its own, as every statement is),
+        after reads that need not be in its transaction; as ``run`` unless the database allows better."""
         return await self.run(job)
 
     async def aclose(self) -> None:
@@ -110,6 +117,10 @@ class PooledJobs(Jobs):
         async with self.engine.connect() as conn:
             await conn.execution_options(isolation_level="AUTOCOMMIT")
             return await conn.run_sync(job)
+
+    async def write(self, job: Job[T]) -> T:
+        """In autocommit too: one write statement is committed on its own."""
+        return await self.read(job)
 
 
 def make_jobs(url: str, engine: AsyncEngine) -> Jobs:

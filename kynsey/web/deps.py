@@ -62,7 +62,7 @@ async def current_user(request: Request, rt: RuntimeDep) -> User:
             raise NotAuthenticated("the Authorization header must be 'Bearer <token>'")
         user, touch = await rt.jobs.read(caller_by_token(token.strip()))
         if touch is not None:  # its last use, written once a minute at most, after this request's reply
-            rt.spawn(rt.jobs.run(touch_token(touch)), "record a token's last use")
+            rt.spawn(rt.jobs.write(touch_token(touch)), "record a token's last use")
         return user
     cookie = request.cookies.get(SESSION_COOKIE)
     if cookie:
