@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
+from kynsey.accounts.callers import Callers
 from kynsey.availability.circuit import Circuits, SharedCircuits
 from kynsey.availability.leases import ModelLeases
 from kynsey.availability.monitor import StatusMonitor
@@ -49,6 +50,7 @@ class Runtime:
     warmer: Warmer
     limiter: RateLimiter
     flags: Flags
+    callers: Callers
     guard: Guard
     live: LiveReplies
     replies: ReplyStore
@@ -157,6 +159,8 @@ def build_runtime(settings: Settings, catalog: Catalog | None = None) -> Runtime
     guard = Guard(settings, flags, sessions, metrics, cluster=cluster)
     flags.listeners.append(guard.on_flag)
     jobs = make_jobs(settings.effective_database_url, engine)
+    callers = Callers(settings.auth_cache_seconds)
+    callers.watch(engine.sync_engine)  # every write to users, tokens and sessions goes through it
     live = LiveReplies()
     replies = ReplyStore(jobs, live, flush_seconds=settings.chat_flush_seconds, stale_seconds=settings.stream_stale_seconds)
     runtime = Runtime(
@@ -174,6 +178,7 @@ def build_runtime(settings: Settings, catalog: Catalog | None = None) -> Runtime
             timeout=settings.redis_timeout, retry_seconds=settings.redis_retry_seconds, metrics=metrics,
         ),
         flags=flags,
+        callers=callers,
         guard=guard,
         live=live,
         replies=replies,

@@ -74,6 +74,10 @@ class Settings(BaseSettings):
     flag_cache_seconds: float = Field(
         2.0, ge=0, description="Seconds an instance caches the feature flags; other instances' changes show within it."
     )
+    auth_cache_seconds: float = Field(
+        1.0, ge=0, description="Seconds an instance keeps a caller (token or session) it found; changes made on "
+        "another instance or by the CLI show within it, changes made on this one at once (0: look up every request)."
+    )
     guard_window_seconds: float = Field(
         300.0, gt=0, description="Rollback guard: the sliding window (seconds) over which switches and replies are judged."
     )

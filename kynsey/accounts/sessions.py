@@ -123,19 +123,19 @@ SESSION_HOLDER = (
 
 
 def caller_by_session(token: str):
-    """The job (read-only) that finds whose browser session ``token`` is: (user, CSRF token).
+    """The job (read-only) that finds whose browser session ``token`` is: (user, CSRF token, its expiry).
 
-    Looked up on every request (no cache); the User it returns is detached."""
+    Kept for a moment by ``accounts/callers.py``; the User it returns is detached."""
     digest = token_digest(token)
 
-    def job(conn: Connection) -> tuple[User, str]:
+    def job(conn: Connection) -> tuple[User, str, datetime]:
         row = conn.execute(SESSION_HOLDER, {"digest": digest}).mappings().first()
         if row is None or as_utc(row["session_expires_at"]) < datetime.now(UTC):
             raise NotAuthenticated("your session has expired; log in again", reason="session_expired")
         user = User(**{k: v for k, v in row.items() if not k.startswith("session_")})
         if user.disabled_at is not None:
             raise NotAuthenticated(DISABLED, reason="account_disabled")
-        return user, row["session_csrf"]
+        return user, row["session_csrf"], row["session_expires_at"]
 
     return job
 

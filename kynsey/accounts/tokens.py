@@ -1,8 +1,10 @@
 """API tokens (SPEC F21): named, with a creation and last-use time, an optional expiry; revocable.
 
-A token is shown once and stored as its SHA-256. Every request looks its token
-up in the database (no cache), so a revocation, an expiry or a disabled
-account holds from the next request on, on every instance. ``last_used_at``
+A token is shown once and stored as its SHA-256. A request's token is looked up
+in the database, or found among the callers this instance keeps for a moment
+(``accounts/callers.py``): a revocation, an expiry or a disabled account holds
+from the next request on, on the instance that made it, and within
+``auth_cache_seconds`` on the others. ``last_used_at``
 is written at most once per ``LAST_USED_EVERY`` per token, so busy clients do
 not turn every read into a write.
 """
@@ -16,6 +18,7 @@ from sqlalchemy import bindparam, delete, func, select, update
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from kynsey.accounts.callers import CHANGES_NO_CALLER
 from kynsey.accounts.secrets import new_token, token_digest
 from kynsey.audit import AuditRecord, append
 from kynsey.errors import InvalidRequest, NotAuthenticated, NotFound
@@ -134,13 +137,13 @@ TOKEN_HOLDER = (
 
 def caller_by_token(token: str):
     """The job (``storage/jobs.py``, read-only) that finds who holds API token ``token``:
-    (user, the token's id when its last use is due to be written, else None).
+    (user, the token's id when its last use is due to be written else None, its expiry).
 
     NotAuthenticated for an unknown or expired token or a disabled account. The User it
     returns is detached: read it, do not change it through a session."""
     digest = token_digest(token)
 
-    def job(conn: Connection) -> tuple[User, int | None]:
+    def job(conn: Connection) -> tuple[User, int | None, datetime | None]:
         row = conn.execute(TOKEN_HOLDER, {"digest": digest}).mappings().first()
         if row is None:
             raise NotAuthenticated("the API token is not valid")
@@ -152,7 +155,7 @@ def caller_by_token(token: str):
             raise NotAuthenticated("this account is disabled; ask an admin", reason="account_disabled")
         last = row["token_last_used_at"]
         due = last is None or as_utc(last) < now - LAST_USED_EVERY
-        return user, row["token_id"] if due else None
+        return user, row["token_id"] if due else None, row["token_expires_at"]
 
     return job
 
@@ -161,6 +164,7 @@ def touch_token(token_id: int):
     """The job that records a token's use now (at most once per LAST_USED_EVERY, off the request path)."""
 
     def job(conn: Connection) -> None:
-        conn.execute(update(table(ApiToken)).where(ApiToken.id == token_id).values(last_used_at=datetime.now(UTC)))
+        conn.execute(update(table(ApiToken)).where(ApiToken.id == token_id).values(last_used_at=datetime.now(UTC))
+                     .execution_options(**{CHANGES_NO_CALLER: True}))
 
     return job

@@ -12,6 +12,8 @@ from pydantic import AfterValidator
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from kynsey.accounts.callers import copy_user
+from kynsey.accounts.secrets import token_digest
 from kynsey.accounts.service import caller_by_session, caller_by_token, touch_token
 from kynsey.errors import CsrfFailed, NotAuthenticated, PermissionDenied
 from kynsey.runtime import Runtime
@@ -54,23 +56,27 @@ RequestIdDep = Annotated[str, Depends(request_id)]
 async def current_user(request: Request, rt: RuntimeDep) -> User:
     """A bearer token for API clients; a session cookie (with CSRF for writes) for the page.
 
-    Looked up on every request (one database job), so a revoked token or a changed plan counts at once."""
+    Looked up in the database, or among the callers kept for a moment (``accounts/callers.py``): a
+    revoked token or a changed plan counts at once on this instance, within ``auth_cache_seconds`` on others."""
     header = request.headers.get("authorization")
     if header is not None:
         scheme, _, token = header.partition(" ")
         if scheme.lower() != "bearer" or not token.strip():
             raise NotAuthenticated("the Authorization header must be 'Bearer <token>'")
-        user, touch = await rt.jobs.read(caller_by_token(token.strip()))
-        if touch is not None:  # its last use, written once a minute at most, after this request's reply
+        token = token.strip()
+        (user, touch, _), looked_up = await rt.callers.find(
+            "token " + token_digest(token), lambda: rt.jobs.read(caller_by_token(token)), until=lambda found: found[2])
+        if looked_up and touch is not None:  # its last use, written once a minute at most, after this reply
             rt.spawn(rt.jobs.write(touch_token(touch)), "record a token's last use")
-        return user
+        return copy_user(user)
     cookie = request.cookies.get(SESSION_COOKIE)
     if cookie:
-        user, csrf_token = await rt.jobs.read(caller_by_session(cookie))
+        (user, csrf_token, _), _ = await rt.callers.find(
+            "session " + token_digest(cookie), lambda: rt.jobs.read(caller_by_session(cookie)), until=lambda found: found[2])
         if request.method not in SAFE_METHODS and request.headers.get(CSRF_HEADER) != csrf_token:
             raise CsrfFailed("this request lacks the page's CSRF token; reload the page")
         request.state.csrf_token = csrf_token
-        return user
+        return copy_user(user)
     raise NotAuthenticated("log in, or send 'Authorization: Bearer <token>'")
 
 

@@ -1,0 +1,94 @@
+"""Who is calling, kept for a moment: the user behind an API token or a browser session (SPEC N2).
+
+Every request names its caller, and looking one up is a database round trip: on
+PostgreSQL about a third of a millisecond of every reply's first token and, at
+200 streams, a tenth of Kynsey's CPU. So a caller found is kept for
+``auth_cache_seconds`` (1 s by default, inside the flag cache's 2 s), never past
+its token's or session's expiry, and handed out as a fresh copy each time.
+
+What changes a caller counts here from the next request on when it is made on
+this instance: any write to users, API tokens or sessions (a revocation, a
+disabled account, a plan, a tier, a logout) forgets every kept caller when it
+runs and again when it commits, and a lookup that was under way meanwhile keeps
+nothing. A change made elsewhere (another instance, the CLI) counts here within
+``auth_cache_seconds``. A refused caller is never kept: a new token works at once.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
+from typing import Any, TypeVar
+
+from sqlalchemy import event
+from sqlalchemy.engine import Engine
+
+from kynsey.storage.models import User, as_utc
+
+T = TypeVar("T")
+CALLER_TABLES = frozenset({"users", "api_tokens", "web_sessions"})
+# The execution option of a write to those tables that changes no caller (a token's last use).
+CHANGES_NO_CALLER = "kynsey_changes_no_caller"
+MAX_KEPT = 10_000  # past it, everything kept is dropped: a flood of callers costs lookups, not memory
+_CHANGED = "kynsey_callers_changed"
+
+
+def copy_user(user: User) -> User:
+    """A detached User of its own, so that no request sees another one's changes to it."""
+    return User(**{column.key: getattr(user, column.key) for column in User.__table__.columns})
+
+
+class Callers:
+    """Callers found by a key (a token's or session's digest), each kept until its deadline."""
+
+    def __init__(self, ttl: float, *, clock: Callable[[], float] = time.monotonic) -> None:
+        self.ttl = ttl
+        self._clock = clock
+        self._kept: dict[str, tuple[float, Any]] = {}
+        self._generation = 0  # moves on whenever a caller may have changed
+
+    async def find(self, key: str, lookup: Callable[[], Awaitable[T]],
+                   until: Callable[[T], datetime | None]) -> tuple[T, bool]:
+        """What ``lookup`` answers for ``key``, kept while ``ttl`` and ``until(answer)`` allow, and
+        whether it was looked up now (not kept). Its exceptions (a refused caller) pass through,
+        and nothing is kept of them."""
+        hit = self._kept.get(key)
+        if hit is not None:
+            if self._clock() < hit[0]:
+                return hit[1], False
+            del self._kept[key]
+        generation = self._generation
+        found = await lookup()
+        if self.ttl > 0 and generation == self._generation:
+            deadline = self._clock() + self.ttl
+            ends = until(found)
+            if ends is not None:
+                deadline = min(deadline, self._clock() + (as_utc(ends) - datetime.now(UTC)).total_seconds())
+            if len(self._kept) >= MAX_KEPT:
+                self._kept.clear()
+            self._kept[key] = (deadline, found)
+        return found, True
+
+    def forget_all(self) -> None:
+        self._generation += 1
+        self._kept.clear()
+
+    def watch(self, engine: Engine) -> None:
+        """Forget every caller when a write to a caller table runs on ``engine``, and again when it commits
+        (a lookup between the two read what was there before). Only for engines used on the event loop's thread."""
+        event.listen(engine, "after_cursor_execute", self._on_execute)
+        event.listen(engine, "commit", self._on_end)
+        event.listen(engine, "rollback", self._on_end)
+
+    def _on_execute(self, conn, _cursor, _statement, _parameters, context, _executemany) -> None:
+        if not (context.isinsert or context.isupdate or context.isdelete):
+            return
+        table = getattr(getattr(context.compiled, "statement", None), "table", None)
+        if getattr(table, "name", None) in CALLER_TABLES and not context.execution_options.get(CHANGES_NO_CALLER):
+            conn.info[_CHANGED] = True
+            self.forget_all()
+
+    def _on_end(self, conn) -> None:
+        if conn.info.pop(_CHANGED, False):
+            self.forget_all()

@@ -1,0 +1,91 @@
+"""Callers kept for a moment (kynsey/accounts/callers.py): a change made on this instance counts at once,
+one made elsewhere within KYNSEY_AUTH_CACHE_SECONDS, and nothing stale is kept."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import UTC, datetime, timedelta
+
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import create_async_engine
+
+from kynsey.accounts.callers import Callers
+from tests.live import eventually
+
+
+def write_elsewhere(url: str, statement: str) -> None:
+    """A write through an engine of its own, as another instance or the CLI makes it."""
+
+    async def run() -> None:
+        engine = create_async_engine(url)
+        try:
+            async with engine.begin() as conn:
+                await conn.execute(text(statement))
+        finally:
+            await engine.dispose()
+
+    asyncio.run(run())
+
+
+def plan_of(client) -> str:
+    return client.get("/api/auth/me").json()["user"]["plan"]
+
+
+def test_a_change_here_counts_at_once_and_one_made_elsewhere_within_the_bound(start_server, fake_ollama):
+    server = start_server(ollama_host=fake_ollama.url, auth_cache_seconds=1.0)
+    admin = server.client(server.add_user("root", "pro", admin=True))
+    ann = server.client(server.add_user("ann", "standard"))
+    assert plan_of(ann) == "standard"  # ann is kept now
+    assert admin.put("/api/admin/users/ann/plan", json={"plan": "pro"}).status_code == 200
+    assert plan_of(ann) == "pro"  # a change made here: at once
+    write_elsewhere(server.settings.effective_database_url, "UPDATE users SET plan = 'standard' WHERE name = 'ann'")
+    eventually(lambda: plan_of(ann) == "standard", "a plan changed elsewhere to count within the bound")
+    write_elsewhere(server.settings.effective_database_url, "DELETE FROM api_tokens")
+    eventually(lambda: ann.get("/api/auth/me").status_code == 401, "a token revoked elsewhere to be refused")
+
+
+def test_with_no_keeping_a_change_made_elsewhere_counts_at_once(start_server, fake_ollama):
+    server = start_server(ollama_host=fake_ollama.url, auth_cache_seconds=0)
+    ann = server.client(server.add_user("ann", "standard"))
+    assert plan_of(ann) == "standard"
+    write_elsewhere(server.settings.effective_database_url, "UPDATE users SET plan = 'pro' WHERE name = 'ann'")
+    assert plan_of(ann) == "pro"
+
+
+def test_a_lookup_that_a_change_overtook_is_not_kept():
+    async def scenario() -> list[str]:
+        callers, answers, release = Callers(60), iter(["before", "after"]), asyncio.Event()
+
+        async def slow_lookup() -> str:
+            answer = next(answers)
+            await release.wait()
+            return answer
+
+        lookup = asyncio.ensure_future(callers.find("k", slow_lookup, until=lambda _: None))
+        await asyncio.sleep(0)
+        callers.forget_all()  # a write to a caller table ran while the lookup read the old row
+        release.set()
+        first, _ = await lookup
+        second, looked_up = await callers.find("k", slow_lookup, until=lambda _: None)
+        return [first, second, str(looked_up)]
+
+    assert asyncio.run(scenario()) == ["before", "after", "True"]
+
+
+def test_a_caller_is_kept_no_longer_than_its_token_or_session_lasts():
+    async def scenario() -> list[bool]:
+        now = [0.0]
+        callers = Callers(60, clock=lambda: now[0])
+        ends = datetime.now(UTC) + timedelta(seconds=5)
+
+        async def lookup() -> str:
+            return "ann"
+
+        looked_up = [(await callers.find("k", lookup, until=lambda _: ends))[1]]
+        now[0] = 3.0
+        looked_up.append((await callers.find("k", lookup, until=lambda _: ends))[1])
+        now[0] = 6.0  # past the token's expiry, well inside the 60 s
+        looked_up.append((await callers.find("k", lookup, until=lambda _: ends))[1])
+        return looked_up
+
+    assert asyncio.run(scenario()) == [True, False, True]
