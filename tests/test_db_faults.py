@@ -72,7 +72,9 @@ def test_postgres_down_or_frozen_is_503_on_every_route_and_recovers_without_rest
     start_server, fake_ollama, pg_through_proxy
 ):
     proxy, through, _ = pg_through_proxy
-    server = start_server(ollama_host=fake_ollama.url, database_url=through, **FAST_DB)
+    # Every request looks its caller up (auth_cache_seconds=0): a caller kept for its second would let a
+    # route that needs nothing else from the database answer through the first second of an outage.
+    server = start_server(ollama_host=fake_ollama.url, database_url=through, auth_cache_seconds=0, **FAST_DB)
     server.refresh_status()
     client = server.client(server.add_user("alice", "pro"), timeout=15)
     cid = client.post("/api/conversations", json={"title": "t"}).json()["id"]

@@ -30,8 +30,10 @@ ROUTES = [("GET", "/api/conversations", None), ("GET", "/api/auth/me", None),
 
 @contextlib.contextmanager
 def kynsey_server(database_url: str, tmp_path: Path, **limits) -> Iterator[LiveServer]:
+    # auth_cache_seconds=0: every request looks its caller up, so that lookup meets the busy database too
+    # (a caller kept in memory would answer /api/auth/me without it).
     settings = Settings(tiers=OLLAMA_TIERS, database_url=database_url, data_dir=tmp_path / "data",
-                        ollama_host="http://127.0.0.1:9", status_refresh=60, **limits)
+                        ollama_host="http://127.0.0.1:9", status_refresh=60, auth_cache_seconds=0, **limits)
     server = LiveServer(settings).start()
     try:
         yield server

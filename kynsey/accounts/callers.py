@@ -78,8 +78,9 @@ class Callers:
         """Forget every caller when a write to a caller table runs on ``engine``, and again when it commits
         (a lookup between the two read what was there before). Only for engines used on the event loop's thread."""
         event.listen(engine, "after_cursor_execute", self._on_execute)
-        event.listen(engine, "commit", self._on_end)
-        event.listen(engine, "rollback", self._on_end)
+        # Not on rollback: what it undid changed nothing, and an invalidated connection has no info to read
+        # (the flag left on the connection costs one more forgetting at its next commit).
+        event.listen(engine, "commit", self._on_commit)
 
     def _on_execute(self, conn, _cursor, _statement, _parameters, context, _executemany) -> None:
         if not (context.isinsert or context.isupdate or context.isdelete):
@@ -89,6 +90,6 @@ class Callers:
             conn.info[_CHANGED] = True
             self.forget_all()
 
-    def _on_end(self, conn) -> None:
+    def _on_commit(self, conn) -> None:
         if conn.info.pop(_CHANGED, False):
             self.forget_all()

@@ -1,6 +1,6 @@
 """HTTP plumbing shared by the backends that talk to a server (ollama, openai).
 
-One ``httpx.AsyncClient`` per host with explicit timeouts, the choice of host
+A few ``httpx.AsyncClient`` per host (``HostClients``) with explicit timeouts, the choice of host
 for a model, and httpx's failures translated into Kynsey's backend errors:
 
 httpx.ConnectError / ConnectTimeout / PoolTimeout -> BackendUnreachable
@@ -31,9 +31,10 @@ import asyncio
 import logging
 from abc import abstractmethod
 from collections import Counter
-from collections.abc import AsyncIterator, Collection, Iterator, Sequence
+from collections.abc import AsyncIterator, Callable, Collection, Iterator, Sequence
 from contextlib import asynccontextmanager, contextmanager
 from dataclasses import replace
+from functools import partial
 from typing import TypeVar
 
 import httpx
@@ -52,6 +53,7 @@ MODEL_ERRORS = (ModelMissing, ModelLoadFailed)
 # Hundreds of concurrent streams per backend (SPEC N2) each hold a connection.
 LIMITS = httpx.Limits(max_connections=1000, max_keepalive_connections=200)
 DRAIN_SECONDS = 0.1  # how long the end of a streamed body may take after its last line
+CLIENTS_PER_HOST = 8  # see HostClients
 
 
 def new_client(
@@ -59,6 +61,25 @@ def new_client(
 ) -> httpx.AsyncClient:
     timeout = httpx.Timeout(connect=connect_timeout, read=read_timeout, write=read_timeout, pool=connect_timeout)
     return httpx.AsyncClient(base_url=url, timeout=timeout, limits=LIMITS, headers=headers)
+
+
+class HostClients:
+    """One host's clients. httpx's pool looks at every connection it holds on each request and each
+    release: with 200 streams to one host in one pool, that scan was a tenth of Kynsey's CPU. So the
+    streams are spread over ``CLIENTS_PER_HOST`` pools, each request to the one with the fewest: while
+    the host is quiet that is always the first, whose connections stay open and warm. The first
+    client also serves probes, loads and unloads."""
+
+    def __init__(self, make: Callable[[], httpx.AsyncClient], count: int = CLIENTS_PER_HOST) -> None:
+        self.all = [make() for _ in range(count)]
+        self.first = self.all[0]
+        self.streams: Counter[httpx.AsyncClient] = Counter()
+
+    def next(self) -> httpx.AsyncClient:
+        return min(self.all, key=self.streams.__getitem__)
+
+    async def aclose(self) -> None:
+        await asyncio.gather(*(client.aclose() for client in self.all))
 
 
 async def line_batches(resp: httpx.Response) -> AsyncIterator[list[bytes]]:
@@ -130,7 +151,8 @@ class HttpBackend(Backend):
         self._probe_timeout = connect_timeout
         self._rereads: set[asyncio.Task] = set()
         self._clients = {
-            url: new_client(url, connect_timeout=connect_timeout, read_timeout=read_timeout, headers=headers)
+            url: HostClients(partial(new_client, url, connect_timeout=connect_timeout, read_timeout=read_timeout,
+                                     headers=headers))
             for url in self.hosts
         }
         self._streaming: Counter[str] = Counter()
@@ -187,11 +209,13 @@ class HttpBackend(Backend):
         if probe is not None and not self.probe_while_streaming:
             await asyncio.wait([probe], timeout=client.timeout.connect)
         self._streaming[url] += 1
+        self._clients[url].streams[client] += 1
         try:
             async with client.stream(method, path, **kwargs) as resp:
                 yield resp
         finally:
             self._streaming[url] -= 1
+            self._clients[url].streams[client] -= 1
 
     # -- status ---------------------------------------------------------------------
     async def probe(self, timeout: float) -> BackendSnapshot:
@@ -244,10 +268,10 @@ class HttpBackend(Backend):
         while len(tried) < len(self.hosts):
             url = self.router.pick(self.snapshot, model, self._streaming, exclude=tried)
             tried.add(url)
-            yield self._clients[url]
+            yield self._clients[url].next()
 
     def _client_for(self, model: str) -> httpx.AsyncClient:
-        return self._clients[self.router.pick(self.snapshot, model, self._streaming)]
+        return self._clients[self.router.pick(self.snapshot, model, self._streaming)].next()
 
     @contextmanager
     def attempt(self, client: httpx.AsyncClient, model: str, *, loads: bool = True) -> Iterator[Attempt]:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import AsyncGenerator, Sequence
+from contextlib import aclosing
 from typing import Any
 
 import httpx
@@ -63,7 +64,7 @@ class OllamaBackend(HttpBackend):
 
     # -- status -----------------------------------------------------------------
     async def _probe_host(self, url: str, timeout: float) -> HostSnapshot:
-        client = self._clients[url]
+        client = self._clients[url].first
         started = time.perf_counter()
         try:
             async with asyncio.timeout(timeout):
@@ -124,7 +125,7 @@ class OllamaBackend(HttpBackend):
             await self._post(model, "/api/generate", body, timeout=None, loading=False)
             return
         for url in holders:
-            client = self._clients[url]
+            client = self._clients[url].first
             try:
                 resp = await client.post("/api/generate", json=body)
             except httpx.HTTPError as exc:
@@ -165,8 +166,10 @@ class OllamaBackend(HttpBackend):
         }
         for client in self._clients_for(model):
             try:
-                async for chunk in self._chat_on(client, model, body):
-                    yield chunk
+                # Closed here, not whenever the loop finalizes it: its stream and connection go back at once.
+                async with aclosing(self._chat_on(client, model, body)) as chunks:
+                    async for chunk in chunks:
+                        yield chunk
                 return
             except BackendUnreachable as exc:
                 error = exc  # nothing reached that host, so nothing was streamed: try the next one

@@ -165,7 +165,7 @@ class OpenAIBackend(HttpBackend):
 
     # -- status -----------------------------------------------------------------
     async def _probe_host(self, url: str, timeout: float) -> HostSnapshot:
-        client = self._clients[url]
+        client = self._clients[url].first
         started = time.perf_counter()
         version = asyncio.ensure_future(self._version(client, timeout))
         try:
