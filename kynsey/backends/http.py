@@ -66,17 +66,23 @@ def new_client(
 class HostClients:
     """One host's clients. httpx's pool looks at every connection it holds on each request and each
     release: with 200 streams to one host in one pool, that scan was a tenth of Kynsey's CPU. So the
-    streams are spread over ``CLIENTS_PER_HOST`` pools, each request to the one with the fewest: while
-    the host is quiet that is always the first, whose connections stay open and warm. The first
-    client also serves probes, loads and unloads."""
+    streams are spread over up to ``CLIENTS_PER_HOST`` pools, each request to the one with the fewest:
+    while the host is quiet that is always the first, whose connections stay open and warm, and the
+    others are made only when every pool has a stream. The first client also serves probes, loads
+    and unloads."""
 
     def __init__(self, make: Callable[[], httpx.AsyncClient], count: int = CLIENTS_PER_HOST) -> None:
-        self.all = [make() for _ in range(count)]
-        self.first = self.all[0]
+        self._make, self._count = make, count
+        self.first = make()
+        self.all = [self.first]
         self.streams: Counter[httpx.AsyncClient] = Counter()
 
     def next(self) -> httpx.AsyncClient:
-        return min(self.all, key=self.streams.__getitem__)
+        client = min(self.all, key=self.streams.__getitem__)
+        if self.streams[client] and len(self.all) < self._count:
+            client = self._make()
+            self.all.append(client)
+        return client
 
     async def aclose(self) -> None:
         await asyncio.gather(*(client.aclose() for client in self.all))
