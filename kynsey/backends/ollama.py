@@ -16,13 +16,31 @@ from contextlib import aclosing
 from typing import Any
 
 import httpx
+import msgspec
 import orjson
+from msgspec import UNSET
 
 from kynsey.backends.base import ChatChunk, ChatMessage, HostSnapshot, ModelState
 from kynsey.backends.http import HttpBackend, finish_body, host_url, line_batches, probe_error
 from kynsey.errors import BackendBusy, BackendError, BackendUnreachable, ModelLoadFailed, ModelMissing, StreamBroken
 
 NS_PER_MS = 1_000_000
+
+
+class _Content(msgspec.Struct):
+    content: Any = None
+
+
+class _TokenLine(msgspec.Struct):
+    """What the relay reads of a token's NDJSON line: its other fields are skipped, not built (a
+    line per token, at hundreds of streams). ``error`` is UNSET unless the line has one."""
+
+    message: _Content | None = None
+    done: Any = None
+    error: Any = UNSET
+
+
+_TOKEN_LINE = msgspec.json.Decoder(_TokenLine)
 
 
 def ollama_name(model_id: str) -> str:
@@ -214,14 +232,14 @@ class OllamaBackend(HttpBackend):
         for line in lines:
             if not line.strip():
                 continue
-            try:  # the common line, a token, without building a chunk for it; anything else in full
-                data = orjson.loads(line)
-                text = data["message"]["content"] if data.__class__ is dict and data.get("done") is False else None
-                if text.__class__ is str and "error" not in data:
+            try:  # the common line, a token, read without building it; anything else in full
+                token = _TOKEN_LINE.decode(line)
+                text = token.message.content if token.message is not None else None
+                if token.done is False and token.error is UNSET and text.__class__ is str:
                     if text:
                         texts.append(text)
                     continue
-            except (orjson.JSONDecodeError, KeyError, TypeError):
+            except msgspec.MsgspecError:
                 pass
             try:
                 piece = cls._chunk(model, line, got_text or bool(texts))
