@@ -1,6 +1,7 @@
 """N2: what Kynsey adds to chat, measured the way users run it, beside the backend direct.
 
-    python -m bench.chat_bench [--db sqlite,postgres] [--ttft-requests 150] [--streams 200] [--stream-tokens 2000]
+    python -m bench.chat_bench [--db sqlite,postgres] [--ttft-requests 150] [--stream-runs 15] [--streams 200]
+                               [--stream-tokens 2000]
 
 The loopback Ollama runs in its own process and streams tokens as fast as it
 can; Kynsey runs as `kynsey serve` in another, on the default SQLite and on
@@ -9,7 +10,8 @@ PostgreSQL (a private database). For each database, in one run:
 - time to first token: requests interleaved with the same request sent straight
   to the backend, each Kynsey request in a fresh conversation created before the
   clock starts; p50 and p99 of both, and the difference;
-- one stream of 200 and of 2,000 tokens: tokens/s through Kynsey over direct;
+- one stream of 200 and of 2,000 tokens: tokens/s through Kynsey over direct, the
+  median of 15 interleaved runs;
 - 200 concurrent streams of 2,000 tokens, each creating its conversation inside
   the round (as users do): aggregate tokens/s over direct, errors, streams that
   never ended, Kynsey's CPU time per relayed token, and its memory after each of
@@ -110,15 +112,21 @@ async def ttft(direct: httpx.AsyncClient, kyn: httpx.AsyncClient, url: str,
     return d, k, o
 
 
-async def one_stream(direct, kyn, url: str, tier: str) -> tuple[float, float, float]:
-    """tokens/s of one stream, from the request to its end: direct, through Kynsey's SSE, through /v1.
+async def one_stream(direct, kyn, url: str, tier: str, runs: int) -> tuple[float, float, float]:
+    """tokens/s of one stream, from the request to its end: direct, through Kynsey's SSE, through /v1;
+    the median of ``runs`` interleaved runs (one stream of 200 tokens lasts a few milliseconds).
     (From the first token on is no measure here: Kynsey coalesces what the fake sends at once.)"""
     (await kyn.post("/api/models/tier", json={"tier": tier})).raise_for_status()
-    cid = await new_conversation(kyn)
-    d_ttft, d_tok, d_s = await direct_stream(direct, url)
-    k_ttft, k_tok, k_s = await kynsey_stream(kyn, cid)
-    o_ttft, o_tok, o_s = await openai_stream(kyn, tier)
-    return d_tok / (d_ttft + d_s), k_tok / (k_ttft + k_s), o_tok / (o_ttft + o_s)
+    d, k, o = [], [], []
+    for _ in range(runs):
+        cid = await new_conversation(kyn)  # before the clock starts
+        d_ttft, d_tok, d_s = await direct_stream(direct, url)
+        k_ttft, k_tok, k_s = await kynsey_stream(kyn, cid)
+        o_ttft, o_tok, o_s = await openai_stream(kyn, tier)
+        d.append(d_tok / (d_ttft + d_s))
+        k.append(k_tok / (k_ttft + k_s))
+        o.append(o_tok / (o_ttft + o_s))
+    return percentile(d, 50), percentile(k, 50), percentile(o, 50)
 
 
 async def user_turn(kyn: httpx.AsyncClient) -> tuple[float, int, float]:
@@ -191,10 +199,12 @@ async def run(args, urls: dict[str, str], kynsey: Kynsey, token: str, db: str) -
                 (f"[{db}] TTFT added by {route} p50 / p99 (goal <= 2 / 5 ms)", f"{added50:+.2f} / {added99:+.2f} ms"),
             ]
         for tier, tokens in (("short", 200), ("long", 2000)):
-            d_rate, k_rate, o_rate = await one_stream(direct, kyn, urls[tier], tier)
-            rows += [(f"[{db}] one stream of {tokens} tokens, request to end: via Kynsey SSE / direct (goal >= 0.8x)",
+            d_rate, k_rate, o_rate = await one_stream(direct, kyn, urls[tier], tier, args.stream_runs)
+            rows += [(f"[{db}] one stream of {tokens} tokens, request to end (median of {args.stream_runs}): "
+                      "via Kynsey SSE / direct (goal >= 0.8x)",
                       f"{k_rate:,.0f} / {d_rate:,.0f} tokens/s = {k_rate / d_rate:.2f}x  ({load()})"),
-                     (f"[{db}] one stream of {tokens} tokens, request to end: via /v1 / direct (goal >= 0.8x)",
+                     (f"[{db}] one stream of {tokens} tokens, request to end (median of {args.stream_runs}): "
+                      "via /v1 / direct (goal >= 0.8x)",
                       f"{o_rate:,.0f} / {d_rate:,.0f} tokens/s = {o_rate / d_rate:.2f}x")]
         (await kyn.post("/api/models/tier", json={"tier": "many"})).raise_for_status()
         rows += await rounds(args, urls["many"], kynsey, headers, db)
@@ -251,6 +261,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--db", default="sqlite,postgres", help="comma-separated: sqlite, postgres")
     parser.add_argument("--ttft-requests", type=int, default=150)
+    parser.add_argument("--stream-runs", type=int, default=15, help="runs of each one-stream measure (median)")
     parser.add_argument("--streams", type=int, default=200)
     parser.add_argument("--stream-tokens", type=int, default=2000, help="tokens per concurrent stream")
     parser.add_argument("--rounds", type=int, default=3, help="rounds of concurrent streams (memory must not grow)")
