@@ -159,3 +159,26 @@ def test_a_reply_that_ends_while_the_database_is_down_is_saved_when_it_is_back(
     assert row.content == fake_ollama.reply
     reattached = collect(client, "GET", f"/api/conversations/{cid}/messages/{seen[0][1]['message_id']}/stream")
     assert reattached[-1][0] == "done" and text_of(reattached) == fake_ollama.reply
+
+
+def test_with_its_caller_kept_a_message_sent_during_an_outage_is_503_and_writes_nothing(
+    start_server, fake_ollama, pg_through_proxy
+):
+    """The caller is kept (KYNSEY_AUTH_CACHE_SECONDS), so the first database work of the send is the
+    turn itself: it answers 503 before any stream starts, and no half-written turn is left behind."""
+    proxy, through, _ = pg_through_proxy
+    server = start_server(ollama_host=fake_ollama.url, database_url=through, auth_cache_seconds=60, **FAST_DB)
+    server.refresh_status()
+    client = server.client(server.add_user("alice", "pro"), timeout=15)
+    cid = client.post("/api/conversations", json={"title": "t"}).json()["id"]
+    assert client.get("/api/auth/me").status_code == 200  # alice is kept from here on
+
+    proxy.cut()
+    resp = client.post(f"/api/conversations/{cid}/messages", json={"content": "hi"})
+    assert resp.status_code == 503 and resp.json()["error"]["code"] == "database_unavailable", resp.text
+    proxy.restore()
+    shown = eventually(lambda: (r := client.get(f"/api/conversations/{cid}")).status_code == 200 and r.json(),
+                       "the conversation readable again")
+    assert shown["messages"] == []
+    after = collect(client, "POST", f"/api/conversations/{cid}/messages", json={"content": "hi again"})
+    assert after[-1][0] == "done", after

@@ -1,5 +1,5 @@
 """The chat path's database work, as jobs (``kynsey/storage/jobs.py``): each runs whole in one
-transaction, in one hop on SQLite.
+hop, in one transaction (or, on PostgreSQL, as statements each atomic on its own: ``Jobs.write``).
 
 A turn's job checks the conversation is the caller's and idle, reads its history
 (the path of the message tree the new message hangs from, ``chat/tree.py``), and
@@ -109,9 +109,11 @@ def begin_turn(turn: Turn):
         values = {"cid": turn.conversation_id, "user_id": turn.user_id, "title": title or turn.title, "at": turn.at,
                   "leaf": turn.reply_id}
         values |= {f"m{n}_{column}": value for n, row in enumerate(rows) for column, value in row.items()}
-        try:  # one statement: the reads above need no transaction, since a turn racing this one
-            for statement in _turn_writes(conn.dialect.name, turn.create, len(rows)):  # takes the same ``seq``
-                conn.execute(statement, values)  # and the unique index refuses one of them
+        # One statement: the read above needs no transaction around it, since a turn racing this one
+        # takes the same ``seq`` and the unique index refuses one of them.
+        try:
+            for statement in _turn_writes(conn.dialect.name, turn.create, len(rows)):
+                conn.execute(statement, values)
         except IntegrityError as exc:
             raise Conflict("another message was sent to this conversation at the same moment; reload it") from exc
         history = [ChatMessage(m.role, m.content) for m in path if m.content and m.status != "failed"]

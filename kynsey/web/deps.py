@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from datetime import datetime
 from typing import Annotated
 
@@ -17,6 +17,7 @@ from kynsey.accounts.secrets import token_digest
 from kynsey.accounts.service import caller_by_session, caller_by_token, touch_token
 from kynsey.errors import CsrfFailed, NotAuthenticated, PermissionDenied
 from kynsey.runtime import Runtime
+from kynsey.storage.jobs import Job
 from kynsey.storage.models import User, as_utc
 
 log = logging.getLogger(__name__)
@@ -63,21 +64,24 @@ async def current_user(request: Request, rt: RuntimeDep) -> User:
         scheme, _, token = header.partition(" ")
         if scheme.lower() != "bearer" or not token.strip():
             raise NotAuthenticated("the Authorization header must be 'Bearer <token>'")
-        token = token.strip()
-        (user, touch, _), looked_up = await rt.callers.find(
-            "token " + token_digest(token), lambda: rt.jobs.read(caller_by_token(token)), until=lambda found: found[2])
+        (user, touch, _), looked_up = await _caller(rt, "token", token.strip(), caller_by_token)
         if looked_up and touch is not None:  # its last use, written once a minute at most, after this reply
             rt.spawn(rt.jobs.write(touch_token(touch)), "record a token's last use")
         return copy_user(user)
     cookie = request.cookies.get(SESSION_COOKIE)
     if cookie:
-        (user, csrf_token, _), _ = await rt.callers.find(
-            "session " + token_digest(cookie), lambda: rt.jobs.read(caller_by_session(cookie)), until=lambda found: found[2])
+        (user, csrf_token, _), _ = await _caller(rt, "session", cookie, caller_by_session)
         if request.method not in SAFE_METHODS and request.headers.get(CSRF_HEADER) != csrf_token:
             raise CsrfFailed("this request lacks the page's CSRF token; reload the page")
         request.state.csrf_token = csrf_token
         return copy_user(user)
     raise NotAuthenticated("log in, or send 'Authorization: Bearer <token>'")
+
+
+async def _caller(rt: Runtime, kind: str, secret: str, job: Callable[[str], Job[tuple]]) -> tuple[tuple, bool]:
+    """The lookup ``job(secret)`` answers (user, detail, expiry), kept by its digest for a moment."""
+    return await rt.callers.find(f"{kind} {token_digest(secret)}", lambda: rt.jobs.read(job(secret)),
+                                 until=lambda found: found[2])
 
 
 UserDep = Annotated[User, Depends(current_user)]
