@@ -43,13 +43,14 @@ def create_app(settings: Settings | None = None, runtime: Runtime | None = None)
     app = FastAPI(title="Kynsey", version="0.1.0", lifespan=lifespan)
     app.state.max_body_bytes = settings.max_body_bytes
     install_error_handlers(app)
-    for module in (auth, tiers, conversations, health, admin):
-        app.include_router(module.router)
-    app.include_router(operations.router)
-    app.include_router(upgrades.router)
-    app.include_router(catalog_status.router)
+    # FastAPI tries the routers in this order, route by route in Python (tens of microseconds for
+    # each router passed over): the chat routes first, as they sit on every reply's first token.
+    # No two routers share a path, so the order changes nothing else.
+    app.include_router(conversations.router)
     app.include_router(openai_api.router)
     app.include_router(ollama_api.router)  # at the root (a drop-in base URL) and under /ollama
+    for module in (auth, tiers, health, admin, operations, upgrades, catalog_status):
+        app.include_router(module.router)
     app.include_router(ollama_api.router, prefix=OLLAMA_MOUNT)
     app.include_router(ollama_api.mount)
     if STATIC.is_dir():
