@@ -23,13 +23,14 @@ from typing import Any
 from sqlalchemy import bindparam, func, insert, select, update
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.sql import Executable, Update
+from sqlalchemy.sql import Executable
 
 from kynsey.backends.base import ChatMessage
 from kynsey.chat import tree
 from kynsey.errors import Conflict, ConversationNotFound, NotFound
 from kynsey.storage.dml import write_together
 from kynsey.storage.models import Conversation, Message, table
+from kynsey.storage.prepared import Prepared
 
 CONVERSATIONS = table(Conversation)
 MESSAGES = table(Message)
@@ -37,18 +38,18 @@ _MESSAGE_COLUMNS = (MESSAGES.c.id, MESSAGES.c.parent_id, MESSAGES.c.role, MESSAG
                     MESSAGES.c.seq)
 _TURN_ROW = ("id", "conversation_id", "parent_id", "seq", "role", "content", "status", "tier", "model", "created_at",
              "updated_at")
-CONVERSATION_MESSAGES = (  # a conversation's owner, leaf and title beside every message (none for a new one)
+CONVERSATION_MESSAGES = Prepared(  # a conversation's owner, leaf and title beside every message (none for a new one)
     select(CONVERSATIONS.c.user_id, CONVERSATIONS.c.title, CONVERSATIONS.c.current_leaf_id, *_MESSAGE_COLUMNS)
     .select_from(CONVERSATIONS.outerjoin(MESSAGES, MESSAGES.c.conversation_id == CONVERSATIONS.c.id))
     .where(CONVERSATIONS.c.id == bindparam("cid"))
     .order_by(MESSAGES.c.seq)
 )
-PROGRESS = (  # a streaming reply's whole text so far
+PROGRESS = Prepared(  # a streaming reply's whole text so far
     update(MESSAGES)
     .where(MESSAGES.c.id == bindparam("mid"), MESSAGES.c.status == "streaming")
     .values(content=bindparam("text"), updated_at=bindparam("now"))
 )
-PROGRESS_APPEND = (  # what a streaming reply wrote since its row was last saved
+PROGRESS_APPEND = Prepared(  # what a streaming reply wrote since its row was last saved
     update(MESSAGES)
     .where(MESSAGES.c.id == bindparam("mid"), MESSAGES.c.status == "streaming")
     .values(content=func.coalesce(MESSAGES.c.content, "").concat(bindparam("delta")), updated_at=bindparam("now"))
@@ -113,7 +114,7 @@ def begin_turn(turn: Turn):
         # takes the same ``seq`` and the unique index refuses one of them.
         try:
             for statement in _turn_writes(conn.dialect.name, turn.create, len(rows)):
-                conn.execute(statement, values)
+                statement.run(conn, values)
         except IntegrityError as exc:
             raise Conflict("another message was sent to this conversation at the same moment; reload it") from exc
         history = [ChatMessage(m.role, m.content) for m in path if m.content and m.status != "failed"]
@@ -125,20 +126,23 @@ def begin_turn(turn: Turn):
 
 
 @functools.cache
-def _turn_writes(dialect: str, create: bool, messages: int) -> list[Executable]:
+def _turn_writes(dialect: str, create: bool, messages: int) -> list[Prepared]:
     """A turn's writes, one statement where the database can (``write_together``): the conversation
-    when it is new, its ``messages`` new rows, else its new leaf. Built once per shape, with bound
-    parameters only, a row per INSERT: SQLAlchemy compiles a statement with literal values, or a
-    multi-row INSERT, again on every turn."""
+    when it is new, its ``messages`` new rows, else its new leaf. Built and compiled once per shape
+    (``storage/prepared.py``), with bound parameters only and a row per INSERT."""
     rows = [insert(MESSAGES).values({c: bindparam(f"m{n}_{c}") for c in _TURN_ROW}) for n in range(messages)]
     if create:
         conversation = insert(CONVERSATIONS).values(
             id=bindparam("cid"), user_id=bindparam("user_id"), title=bindparam("title"), created_at=bindparam("at"),
             updated_at=bindparam("at"), current_leaf_id=bindparam("leaf"))
-        return write_together(dialect, conversation, *rows)
+        return _prepared(write_together(dialect, conversation, *rows))
     leaf = (update(CONVERSATIONS).where(CONVERSATIONS.c.id == bindparam("cid"))
             .values(updated_at=bindparam("at"), title=bindparam("title"), current_leaf_id=bindparam("leaf")))
-    return write_together(dialect, *rows, leaf)
+    return _prepared(write_together(dialect, *rows, leaf))
+
+
+def _prepared(statements: list[Executable]) -> list[Prepared]:
+    return [Prepared(s) for s in statements]
 
 
 def _open(conn: Connection, turn: Turn) -> tuple[list, str | None, str]:
@@ -146,7 +150,7 @@ def _open(conn: Connection, turn: Turn) -> tuple[list, str | None, str]:
     caller's and idle; none for a new conversation (the turn's write inserts it)."""
     if turn.create:
         return [], None, turn.title
-    rows = conn.execute(CONVERSATION_MESSAGES, {"cid": turn.conversation_id}).all()
+    rows = CONVERSATION_MESSAGES.rows(conn, {"cid": turn.conversation_id})
     if not rows or rows[0].user_id != turn.user_id:
         raise ConversationNotFound(f"there is no conversation {turn.conversation_id[:40]!r} for you")
     leaf_id, title = rows[0].current_leaf_id, rows[0].title
@@ -180,15 +184,15 @@ def set_reply(message_id: str, values: dict[str, Any]):
     """The job: write a reply's columns (a fallback's tier, or its final state)."""
 
     def job(conn: Connection) -> None:
-        conn.execute(_set_columns(*sorted(values)), {"mid": message_id, **values})
+        _set_columns(*sorted(values)).run(conn, {"mid": message_id, **values})
 
     return job
 
 
 @functools.cache
-def _set_columns(*columns: str) -> Update:
+def _set_columns(*columns: str) -> Prepared:
     """UPDATE a reply's ``columns``, built once per set of columns (every reply's final save runs one)."""
-    return update(MESSAGES).where(MESSAGES.c.id == bindparam("mid")).values({c: bindparam(c) for c in columns})
+    return Prepared(update(MESSAGES).where(MESSAGES.c.id == bindparam("mid")).values({c: bindparam(c) for c in columns}))
 
 
 def save_replies(finals: dict[str, dict[str, Any]], whole: list[dict[str, Any]], appended: list[dict[str, Any]]):
@@ -200,9 +204,9 @@ def save_replies(finals: dict[str, dict[str, Any]], whole: list[dict[str, Any]],
         for message_id, values in finals.items():
             set_reply(message_id, values)(conn)
         if whole:
-            conn.execute(PROGRESS, whole)
+            PROGRESS.run_many(conn, whole)
         if appended:
-            conn.execute(PROGRESS_APPEND, appended)
+            PROGRESS_APPEND.run_many(conn, appended)
 
     return job
 

@@ -91,12 +91,17 @@ def outage_as_operational_error(context):
     original = context.original_exception
     if isinstance(context.sqlalchemy_exception, OperationalError):
         return None
-    if isinstance(original, OSError) or getattr(original, "sqlstate", None) in UNAVAILABLE_SQLSTATES or (
+    if is_outage(original) or (
         isinstance(context.sqlalchemy_exception, DBAPIError) and context.sqlalchemy_exception.connection_invalidated
     ):
         context.is_disconnect = True
         return OperationalError(context.statement, context.parameters, original, connection_invalidated=True)
     return None
+
+
+def is_outage(exc: BaseException) -> bool:
+    """Whether a driver's ``exc`` means the server is gone, frozen or refusing work (not a bad statement)."""
+    return isinstance(exc, OSError) or getattr(exc, "sqlstate", None) in UNAVAILABLE_SQLSTATES
 
 
 def out_of_connections(exc: BaseException) -> bool:
