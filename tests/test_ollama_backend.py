@@ -16,6 +16,7 @@ from kynsey.errors import (
     StreamBroken,
 )
 from tests.live import eventually
+from tests.proxy import FaultProxy
 from tests.servers.fake_ollama import FakeOllama
 
 MINI = "llama3.2:3b-instruct-fp16"
@@ -136,7 +137,8 @@ def test_chat_streams_text_and_converts_figures_to_ms(fake):
 
     chunks = run(scenario, fake.url)
     *parts, final = chunks
-    assert "".join(c.text for c in parts) == "Echo: hi you"
+    # the done line may come in the same read as the last tokens: their text then rides on it
+    assert "".join(c.text for c in chunks) == "Echo: hi you"
     assert not any(c.done for c in parts)
     assert final.done and final.tokens == 3 and final.prompt_tokens == 4 and final.done_reason == "stop"
     assert final.load_ms == 12.3  # load_duration 12_300_000 ns
@@ -228,6 +230,33 @@ def test_a_host_that_died_since_the_last_probe_fails_over_to_the_next():
         assert chunks[-1].done and "".join(c.text for c in chunks) == "Echo: hi"
         assert [p for p, _ in second.requests].count("/api/chat") == 1
         assert [p for p, _ in second.requests].count("/api/generate") == 1
+
+
+def test_kept_alive_connections_the_server_dropped_are_replaced_not_failed(fake):
+    """A server may close the idle connections Kynsey keeps (a restart, an idle timeout, a proxy in
+    between): the next chat and load go out on new connections, and the host is not marked down."""
+    with FaultProxy("127.0.0.1", int(fake.url.rsplit(":", 1)[1])) as proxy:
+
+        async def scenario():
+            backend = OllamaBackend("o", [f"http://{proxy.url_host}"], connect_timeout=1, read_timeout=5, load_timeout=5)
+            try:
+                await backend.probe(timeout=2)  # three requests at once: three kept connections
+                await collect_from(backend)
+                proxy.cut()  # every connection closed by the far end, none yet seen closed here
+                proxy.restore()
+                chunks = await collect_from(backend)
+                await backend.load(MINI, keep_alive="5m", options={})
+                return chunks, backend.snapshot.hosts[0].reachable
+            finally:
+                await backend.aclose()
+
+        chunks, reachable = asyncio.run(scenario())
+    assert chunks[-1].done and "".join(c.text for c in chunks) == "Echo: hi"
+    assert reachable
+
+
+async def collect_from(backend: OllamaBackend) -> list[ChatChunk]:
+    return [c async for c in backend.chat(MINI, [ChatMessage("user", "hi")], options={}, keep_alive="5m")]
 
 
 def test_figures_of_the_wrong_type_in_the_done_line_are_dropped_not_fatal():

@@ -15,13 +15,22 @@ from collections.abc import AsyncGenerator, Sequence
 from contextlib import aclosing
 from typing import Any
 
-import httpx
+import aiohttp
 import msgspec
 import orjson
 from msgspec import UNSET
 
 from kynsey.backends.base import ChatChunk, ChatMessage, HostSnapshot, ModelState
-from kynsey.backends.http import HttpBackend, finish_body, host_url, line_batches, probe_error
+from kynsey.backends.http import (
+    Fetched,
+    HostClient,
+    HttpBackend,
+    fetched,
+    finish_body,
+    host_url,
+    line_batches,
+    probe_error,
+)
 from kynsey.errors import BackendBusy, BackendError, BackendUnreachable, ModelLoadFailed, ModelMissing, StreamBroken
 
 NS_PER_MS = 1_000_000
@@ -49,11 +58,11 @@ def ollama_name(model_id: str) -> str:
     return model_id if ":" in last else f"{model_id}:latest"
 
 
-def _message(resp: httpx.Response) -> str:
+def _message(resp: Fetched) -> str:
     try:
         body = resp.json()
     except ValueError:
-        return resp.text.strip()[:300] or resp.reason_phrase
+        return resp.text.strip()[:300] or resp.reason
     return str(body.get("error") if isinstance(body, dict) and "error" in body else body)[:300]
 
 
@@ -62,16 +71,16 @@ def _is_load_failure(message: str) -> bool:
     return any(word in text for word in ("load", "runner", "memory"))
 
 
-def translate_status(resp: httpx.Response, model: str, *, loading: bool) -> BackendError:
+def translate_status(resp: Fetched, model: str, *, loading: bool) -> BackendError:
     """One Ollama HTTP failure as Kynsey's backend error."""
     text = _message(resp)
-    if resp.status_code == 404:
+    if resp.status == 404:
         return ModelMissing(f"model '{model}' is not installed on the backend ({text})", model=model)
-    if resp.status_code == 503:
+    if resp.status == 503:
         return BackendBusy(f"the backend is busy ({text})", model=model)
-    if resp.status_code == 500 and (loading or _is_load_failure(text)):
+    if resp.status == 500 and (loading or _is_load_failure(text)):
         return ModelLoadFailed(f"model '{model}' failed to load ({text})", model=model)
-    return BackendError(f"the backend answered {resp.status_code}: {text}", model=model)
+    return BackendError(f"the backend answered {resp.status}: {text}", model=model)
 
 
 class OllamaBackend(HttpBackend):
@@ -82,22 +91,22 @@ class OllamaBackend(HttpBackend):
 
     # -- status -----------------------------------------------------------------
     async def _probe_host(self, url: str, timeout: float) -> HostSnapshot:
-        client = self._clients[url].first
+        client = self._clients[url]
         started = time.perf_counter()
         try:
             async with asyncio.timeout(timeout):
-                version = await client.get("/api/version", timeout=timeout)
+                version = await client.fetch("GET", "/api/version", read_timeout=timeout)
                 latency = (time.perf_counter() - started) * 1000
-                tags, ps = await asyncio.gather(client.get("/api/tags", timeout=timeout), client.get("/api/ps", timeout=timeout))
-            for resp in (version, tags, ps):
-                resp.raise_for_status()
+                tags, ps = await asyncio.gather(client.fetch("GET", "/api/tags", read_timeout=timeout),
+                                                client.fetch("GET", "/api/ps", read_timeout=timeout))
+            failed = next((resp for resp in (version, tags, ps) if resp.status >= 400), None)
+            if failed is not None:
+                return HostSnapshot(url, False, error=f"answered {failed.status} to {failed.path}")
             models = self._models(tags.json().get("models") or [], ps.json().get("models") or [])
             return HostSnapshot(url, True, version.json().get("version"), round(latency, 2), None, models)
-        except (TimeoutError, httpx.TimeoutException):
+        except TimeoutError:  # aiohttp's own timeouts are TimeoutErrors too
             return HostSnapshot(url, False, error=f"no answer within {timeout:g}s", timed_out=True)
-        except httpx.HTTPStatusError as exc:
-            return HostSnapshot(url, False, error=f"answered {exc.response.status_code} to {exc.request.url.path}")
-        except (httpx.HTTPError, ValueError, AttributeError, TypeError) as exc:
+        except (aiohttp.ClientError, ValueError, AttributeError, TypeError) as exc:
             return HostSnapshot(url, False, error=probe_error(exc))
 
     @staticmethod
@@ -143,25 +152,23 @@ class OllamaBackend(HttpBackend):
             await self._post(model, "/api/generate", body, timeout=None, loading=False)
             return
         for url in holders:
-            client = self._clients[url].first
+            client = self._clients[url]
             try:
-                resp = await client.post("/api/generate", json=body)
-            except httpx.HTTPError as exc:
+                resp = await client.fetch("POST", "/api/generate", json=body)
+            except aiohttp.ClientError as exc:
                 raise self.request_error(exc, client, "/api/generate", model, loading=False) from exc
-            if resp.status_code >= 400:
+            if resp.status >= 400:
                 raise translate_status(resp, model, loading=False)
 
-    async def _post(self, model: str, path: str, body: dict, *, timeout: float | None, loading: bool) -> httpx.Response:
+    async def _post(self, model: str, path: str, body: dict, *, timeout: float | None, loading: bool) -> Fetched:
         for client in self._clients_for(model):
-            # a load may take longer than a reply's read timeout
-            read = httpx.Timeout(client.timeout.connect, read=timeout) if timeout else client.timeout
             try:
                 with self.attempt(client, model, loads=loading) as attempt:
-                    try:
-                        resp = await client.post(path, json=body, timeout=read)
-                    except httpx.HTTPError as exc:
+                    try:  # a load may take longer than a reply's read timeout
+                        resp = await client.fetch("POST", path, json=body, read_timeout=timeout or None)
+                    except aiohttp.ClientError as exc:
                         raise self.request_error(exc, client, path, model, loading=loading) from exc
-                    if resp.status_code >= 400:
+                    if resp.status >= 400:
                         raise translate_status(resp, model, loading=loading)
                     if loading:
                         attempt.served()
@@ -193,19 +200,17 @@ class OllamaBackend(HttpBackend):
                 error = exc  # nothing reached that host, so nothing was streamed: try the next one
         raise error
 
-    async def _chat_on(self, client: httpx.AsyncClient, model: str, body: dict) -> AsyncGenerator[ChatChunk, None]:
+    async def _chat_on(self, client: HostClient, model: str, body: dict) -> AsyncGenerator[ChatChunk, None]:
         got_text = False
         # A model not in memory there loads before its first byte: allow the load timeout for that wait.
         host = self._host(host_url(client))
         state = host.models.get(model) if host else None
-        read = (client.timeout.read or 0.0) + (0 if state and state.loaded else self.load_timeout)
-        timeout = httpx.Timeout(client.timeout.connect, read=read, write=client.timeout.write, pool=client.timeout.pool)
+        read = client.read_timeout + (0 if state and state.loaded else self.load_timeout)
         with self.attempt(client, model) as attempt:
             try:
-                async with self.streaming(client, "POST", "/api/chat", json=body, timeout=timeout) as resp:
-                    if resp.status_code >= 400:
-                        await resp.aread()
-                        raise translate_status(resp, model, loading=False)
+                async with self.streaming(client, "POST", "/api/chat", json=body, read_timeout=read) as resp:
+                    if resp.status >= 400:
+                        raise translate_status(await fetched(resp), model, loading=False)
                     batches = line_batches(resp)
                     async for lines in batches:
                         chunk, error = self._merge(model, lines, got_text)
@@ -219,7 +224,7 @@ class OllamaBackend(HttpBackend):
                             raise error
                         if chunk is not None and chunk.done:
                             return
-            except httpx.HTTPError as exc:
+            except aiohttp.ClientError as exc:
                 raise self.stream_error(exc, client, model) from exc
             raise StreamBroken(f"the stream from {self.where(client)} ended without its final line", model=model,
                                host=host_url(client))

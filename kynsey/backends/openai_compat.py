@@ -19,11 +19,20 @@ from collections.abc import AsyncGenerator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-import httpx
+import aiohttp
 import orjson
 
 from kynsey.backends.base import ChatChunk, ChatMessage, HostSnapshot, ModelState
-from kynsey.backends.http import HttpBackend, finish_body, host_url, line_batches, probe_error
+from kynsey.backends.http import (
+    Fetched,
+    HostClient,
+    HttpBackend,
+    fetched,
+    finish_body,
+    host_url,
+    line_batches,
+    probe_error,
+)
 from kynsey.errors import BackendBusy, BackendError, ModelMissing, StreamBroken
 
 # Kynsey's tier options (Ollama's names) -> the OpenAI request field.
@@ -60,11 +69,11 @@ def request_options(options: dict[str, Any]) -> dict[str, Any]:
     return fields
 
 
-def _message(resp: httpx.Response) -> str:
+def _message(resp: Fetched) -> str:
     try:
         body = resp.json()
     except ValueError:
-        return resp.text.strip()[:300] or resp.reason_phrase
+        return resp.text.strip()[:300] or resp.reason
     return _error_text(body)[:300]
 
 
@@ -80,10 +89,10 @@ def _error_text(body: Any) -> str:
     return str(body)
 
 
-def translate_status(resp: httpx.Response, model: str) -> BackendError:
+def translate_status(resp: Fetched, model: str) -> BackendError:
     """One HTTP failure of an OpenAI-compatible server as Kynsey's backend error."""
     text = _message(resp)
-    status = resp.status_code
+    status = resp.status
     if status == 404:
         return ModelMissing(f"model '{model}' is not served by the backend ({text})", model=model)
     if status in (429, 503):
@@ -165,35 +174,34 @@ class OpenAIBackend(HttpBackend):
 
     # -- status -----------------------------------------------------------------
     async def _probe_host(self, url: str, timeout: float) -> HostSnapshot:
-        client = self._clients[url].first
+        client = self._clients[url]
         started = time.perf_counter()
         version = asyncio.ensure_future(self._version(client, timeout))
         try:
             async with asyncio.timeout(timeout):
-                resp = await client.get("/v1/models", timeout=timeout)
+                resp = await client.fetch("GET", "/v1/models", read_timeout=timeout)
             latency = (time.perf_counter() - started) * 1000
-            resp.raise_for_status()
+            if resp.status >= 400:
+                return HostSnapshot(url, False, error=f"answered {resp.status} to {resp.path}")
             models = self._models(resp.json())
             # The version is optional: take it if it arrives within what is left of the timeout.
             await asyncio.wait({version}, timeout=max(timeout - (time.perf_counter() - started), 0))
             found = version.result() if version.done() else None
             return HostSnapshot(url, True, found, round(latency, 2), None, models)
-        except (TimeoutError, httpx.TimeoutException):
+        except TimeoutError:  # aiohttp's own timeouts are TimeoutErrors too
             return HostSnapshot(url, False, error=f"no answer within {timeout:g}s", timed_out=True)
-        except httpx.HTTPStatusError as exc:
-            return HostSnapshot(url, False, error=f"answered {exc.response.status_code} to {exc.request.url.path}")
-        except (httpx.HTTPError, ValueError) as exc:
+        except (aiohttp.ClientError, ValueError) as exc:
             return HostSnapshot(url, False, error=probe_error(exc))
         finally:
             version.cancel()
 
     @staticmethod
-    async def _version(client: httpx.AsyncClient, timeout: float) -> str | None:
+    async def _version(client: HostClient, timeout: float) -> str | None:
         """vLLM answers GET /version; llama.cpp and others do not, which is fine."""
         try:
-            resp = await client.get("/version", timeout=timeout)
-            body = resp.json() if resp.status_code == 200 else None
-        except (httpx.HTTPError, ValueError):
+            resp = await client.fetch("GET", "/version", read_timeout=timeout)
+            body = resp.json() if resp.status == 200 else None
+        except (aiohttp.ClientError, TimeoutError, ValueError):
             return None
         return str(body["version"]) if isinstance(body, dict) and body.get("version") else None
 
@@ -214,10 +222,10 @@ class OpenAIBackend(HttpBackend):
         """Nothing to load: check that the server lists the model."""
         client = self._client_for(model_id)
         try:
-            resp = await client.get("/v1/models")
-        except httpx.HTTPError as exc:
+            resp = await client.fetch("GET", "/v1/models")
+        except aiohttp.ClientError as exc:
             raise self.request_error(exc, client, "/v1/models", model_id, loading=False) from exc
-        if resp.status_code >= 400:
+        if resp.status >= 400:
             raise translate_status(resp, model_id)
         try:
             listed = self._models(resp.json())
@@ -248,9 +256,8 @@ class OpenAIBackend(HttpBackend):
         with self.attempt(client, model_id, loads=False) as attempt:
             try:
                 async with self.streaming(client, "POST", "/v1/chat/completions", json=body) as resp:
-                    if resp.status_code >= 400:
-                        await resp.aread()
-                        raise translate_status(resp, model_id)
+                    if resp.status >= 400:
+                        raise translate_status(await fetched(resp), model_id)
                     batches = line_batches(resp)
                     async for lines in batches:
                         texts, error, done = self._merge(model_id, lines, events, reply)
@@ -267,7 +274,7 @@ class OpenAIBackend(HttpBackend):
                         chunk = self._chunk(model_id, data, reply) if data not in (None, "[DONE]") else None
                         if chunk is not None:
                             yield chunk
-            except httpx.HTTPError as exc:
+            except aiohttp.ClientError as exc:
                 raise self.stream_error(exc, client, model_id) from exc
             # Only a finish_reason says the model finished: llama.cpp's server also sends [DONE]
             # when it cuts a stream short because another request arrived.
