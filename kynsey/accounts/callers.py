@@ -34,9 +34,17 @@ MAX_KEPT = 10_000  # past it, everything kept is dropped: a flood of callers cos
 _CHANGED = "kynsey_callers_changed"
 
 
+_USER_KEYS = tuple(column.key for column in User.__table__.columns)
+_new_user = User.__mapper__.class_manager.new_instance
+
+
 def copy_user(user: User) -> User:
-    """A detached User of its own, so that no request sees another one's changes to it."""
-    return User(**{column.key: getattr(user, column.key) for column in User.__table__.columns})
+    """A User of its own (not in any session), so that no request sees another one's changes to
+    it. Made as the ORM makes an object before loading a row into it: User's constructor sets each
+    column through its instrumentation, 42 us against 9 us this way, on every request."""
+    copy = _new_user()
+    copy.__dict__.update({key: getattr(user, key) for key in _USER_KEYS})
+    return copy
 
 
 class Callers:
