@@ -6,10 +6,11 @@ from __future__ import annotations
 import asyncio
 from datetime import UTC, datetime, timedelta
 
-from sqlalchemy import text
+from sqlalchemy import inspect, text
 from sqlalchemy.ext.asyncio import create_async_engine
 
-from kynsey.accounts.callers import Callers
+from kynsey.accounts.callers import Callers, copy_user
+from kynsey.storage.models import User
 from tests.live import eventually
 
 
@@ -89,3 +90,13 @@ def test_a_caller_is_kept_no_longer_than_its_token_or_session_lasts():
         return looked_up
 
     assert asyncio.run(scenario()) == [True, False, True]
+
+
+def test_each_request_gets_a_copy_of_its_caller_that_changes_nothing_else():
+    kept = User(id=7, name="ann", plan="pro", is_admin=False, active_tier="pro",
+                created_at=datetime(2026, 1, 2, tzinfo=UTC))
+    one, two = copy_user(kept), copy_user(kept)
+    assert (one.id, one.name, one.plan, one.active_tier, one.created_at) == (7, "ann", "pro", "pro", kept.created_at)
+    one.plan, one.active_tier = "standard", "standard"
+    assert (kept.plan, two.plan, two.active_tier) == ("pro", "pro", "pro")
+    assert inspect(one).transient and inspect(two).session is None
