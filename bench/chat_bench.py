@@ -9,7 +9,9 @@ PostgreSQL (a private database). For each database, in one run:
 
 - time to first token: requests interleaved with the same request sent straight
   to the backend, each Kynsey request in a fresh conversation created before the
-  clock starts; p50 and p99 of both, and the difference;
+  clock starts; p50 and p99 of both, and the difference. Interleaved too: the
+  same request through ``bench/floor_relay.py``, the least an app on Kynsey's
+  stack (FastAPI, uvicorn, aiohttp) adds, so that Kynsey's own share shows;
 - one stream of 200 and of 2,000 tokens: tokens/s through Kynsey over direct, the
   median of 15 interleaved runs;
 - 200 concurrent streams of 2,000 tokens, each creating its conversation inside
@@ -33,7 +35,9 @@ import asyncio
 import contextlib
 import json
 import os
+import socket
 import ssl
+import subprocess
 import sys
 import threading
 import time
@@ -41,7 +45,7 @@ import time
 import httpx
 import psutil
 
-from bench.common import MODELS, Kynsey, fake_ollama, kynsey_stream, percentile, report
+from bench.common import MODELS, ROOT, Kynsey, fake_ollama, free_port, kynsey_stream, percentile, report
 from tests.pg import private_database
 
 MODEL = MODELS[0]
@@ -101,15 +105,41 @@ async def new_conversation(client: httpx.AsyncClient) -> str:
     return resp.json()["id"]
 
 
-async def ttft(direct: httpx.AsyncClient, kyn: httpx.AsyncClient, url: str,
-               n: int) -> tuple[list[float], list[float], list[float]]:
-    d, k, o = [], [], []
-    for _ in range(n):  # interleaved, so all three see the same conditions
+async def ttft(direct: httpx.AsyncClient, kyn: httpx.AsyncClient, url: str, floor: str,
+               n: int) -> tuple[list[float], list[float], list[float], list[float]]:
+    d, k, o, f = [], [], [], []
+    for _ in range(n):  # interleaved, so all four see the same conditions
         d.append((await direct_stream(direct, url))[0] * 1000)
         cid = await new_conversation(kyn)  # before the clock starts
         k.append((await kynsey_stream(kyn, cid))[0] * 1000)
         o.append((await openai_stream(kyn, "standard"))[0] * 1000)
-    return d, k, o
+        f.append((await direct_stream(direct, floor))[0] * 1000)
+    return d, k, o, f
+
+
+@contextlib.contextmanager
+def floor_relay(backend: str):
+    """bench/floor_relay.py served as Kynsey is served (uvloop, httptools) in its own process; yields its URL."""
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "uvicorn", "bench.floor_relay:app", "--port", str(port),
+                             "--loop", "uvloop", "--http", "httptools", "--log-level", "warning", "--no-access-log"],
+                            cwd=ROOT, env={**os.environ, "FLOOR_BACKEND": backend})
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_until_listening(port)
+        yield url
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+
+
+def wait_until_listening(port: int) -> None:
+    for _ in range(200):
+        with socket.socket() as sock:
+            if sock.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        time.sleep(0.05)
+    raise RuntimeError(f"nothing listens on port {port}")
 
 
 async def one_stream(direct, kyn, url: str, tier: str, runs: int) -> tuple[float, float, float]:
@@ -189,15 +219,19 @@ async def run(args, urls: dict[str, str], kynsey: Kynsey, token: str, db: str) -
     async with httpx.AsyncClient(timeout=HUNG_AFTER) as direct, httpx.AsyncClient(
         base_url=kynsey.url, headers=headers, timeout=HUNG_AFTER
     ) as kyn:
-        await ttft(direct, kyn, urls["standard"], 20)  # warm connections and caches
-        d, k, o = await ttft(direct, kyn, urls["standard"], args.ttft_requests)
+        await ttft(direct, kyn, urls["standard"], urls["floor"], 20)  # warm connections and caches
+        d, k, o, f = await ttft(direct, kyn, urls["standard"], urls["floor"], args.ttft_requests)
         rows.append((f"[{db}] TTFT direct p50 / p99", f"{percentile(d, 50):.2f} / {percentile(d, 99):.2f} ms  ({load()})"))
+        floor50 = percentile(f, 50) - percentile(d, 50)
         for route, times in (("Kynsey SSE", k), ("/v1/chat/completions", o)):
             added50, added99 = percentile(times, 50) - percentile(d, 50), percentile(times, 99) - percentile(d, 99)
             rows += [
                 (f"[{db}] TTFT via {route} p50 / p99", f"{percentile(times, 50):.2f} / {percentile(times, 99):.2f} ms"),
-                (f"[{db}] TTFT added by {route} p50 / p99 (goal <= 2 / 5 ms)", f"{added50:+.2f} / {added99:+.2f} ms"),
+                (f"[{db}] TTFT added by {route} p50 / p99 (goal <= 2 / 5 ms)",
+                 f"{added50:+.2f} / {added99:+.2f} ms; over the floor {added50 - floor50:+.2f} ms p50"),
             ]
+        rows.append((f"[{db}] TTFT added by the floor (bench/floor_relay.py: FastAPI + aiohttp, nothing else) p50 / p99",
+                     f"{floor50:+.2f} / {percentile(f, 99) - percentile(d, 99):+.2f} ms"))
         for tier, tokens in (("short", 200), ("long", 2000)):
             d_rate, k_rate, o_rate = await one_stream(direct, kyn, urls[tier], tier, args.stream_runs)
             rows += [(f"[{db}] one stream of {tokens} tokens, request to end (median of {args.stream_runs}): "
@@ -271,6 +305,7 @@ def main() -> None:
     with contextlib.ExitStack() as stack:
         urls = {tier: stack.enter_context(fake_ollama("--models", MODEL, "--loaded", MODEL, "--reply-tokens", n))
                 for tier, n in replies.items()}
+        floor = stack.enter_context(floor_relay(urls["standard"]))
         # Lift the limits, and keep the rollback guard from reading the benchmark's own load as a degradation.
         settings = dict(chat_rate_limit="100000000/minute", switch_rate_limit="100000/minute",
                         guard_min_replies="100000000", tiers=catalog_file(urls))
@@ -282,7 +317,7 @@ def main() -> None:
                     settings.pop("database_url", None)
                 kynsey = per_db.enter_context(Kynsey(urls["standard"], **settings))
                 token = kynsey.user_token("bench")
-                rows += asyncio.run(run(args, urls, kynsey, token, db))
+                rows += asyncio.run(run(args, {**urls, "floor": floor}, kynsey, token, db))
     report(rows)
 
 
