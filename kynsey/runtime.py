@@ -130,6 +130,7 @@ class Runtime:
             task.cancel()
         await asyncio.gather(*self.tasks, return_exceptions=True)
         await self.monitor.stop()
+        await self.flags.aclose()
         await self.warmer.stop()
         for backend in self.backends.values():
             await backend.aclose()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import subprocess
 import sys
@@ -198,3 +199,68 @@ def test_the_cli_shows_and_changes_the_flag(start_server, fake_ollama, db_url):
         ("cli", f"{FLAG}: off"),
         ("cli", f"{FLAG}: on"),
     ]
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_past_half_its_cache_time_the_flag_is_read_ahead_and_no_request_waits(db_url):
+    """Steady traffic never finds the cache expired; a read that began before a change made here
+    (the guard's kill) cannot bring back the state the change replaced."""
+    from contextlib import asynccontextmanager
+
+    from sqlalchemy.ext.asyncio import async_sessionmaker
+
+    from kynsey.metrics import Metrics
+    from kynsey.rollout.flags import Flags
+    from kynsey.storage.db import make_engine
+
+    async def scenario():
+        engine = make_engine(db_url)
+        clock, reads, held = Clock(), [], []
+        event.listen(engine.sync_engine, "before_cursor_execute",
+                     lambda conn, cursor, statement, *a: reads.append(1) if "feature_flags" in statement else None)
+        maker = async_sessionmaker(engine, expire_on_commit=False)
+        parked, gate = asyncio.Event(), asyncio.Event()
+
+        @asynccontextmanager
+        async def sessions():
+            async with maker() as db:
+                yield db
+            if held and held.pop():  # this session's reading is done; what it read waits here
+                parked.set()
+                await gate.wait()
+
+        flags = Flags(sessions, ttl=2.0, metrics=Metrics(), clock=clock)
+        try:
+            await flags.set(FLAG, actor="test", state="percentage", percent=30)
+            clock.now += 1.5  # past half the cache time: served from the cache, read again behind it
+            served = (await flags.get()).state
+            await asyncio.gather(*flags._reading.values())
+            clock.now += 1.5  # 3 s after the change, 1.5 s after the read ahead: still fresh
+            before = len(reads)
+            fresh = (await flags.get()).state
+            waited = len(reads) - before
+            await asyncio.gather(*flags._reading.values())
+            clock.now += 1.5  # a read ahead that has read 'percentage' when the guard turns the flag off
+            held.append(True)
+            await flags.get()
+            ahead = list(flags._reading.values())
+            async with asyncio.timeout(10):
+                await parked.wait()
+            await flags.set(FLAG, actor="test", state="off")
+            gate.set()
+            await asyncio.gather(*ahead)
+            return served, fresh, waited, (await flags.get()).state
+        finally:
+            await flags.aclose()
+            await engine.dispose()
+
+    served, fresh, waited, after_kill = asyncio.run(scenario())
+    assert (served, fresh, waited) == ("percentage", "percentage", 0)
+    assert after_kill == "off"
