@@ -127,8 +127,7 @@ def test_chat_streams_deltas_then_usage(fake):
     *parts, final = run(scenario, fake.url)
     assert "".join(c.text for c in parts) == "Echo: hi you"
     assert final == ChatChunk(done=True, tokens=3, prompt_tokens=4, done_reason="stop")
-    path, body = fake.requests[-1]
-    assert path == "/v1/chat/completions"
+    body = fake.last("/v1/chat/completions")
     assert body["stream"] is True and body["stream_options"] == {"include_usage": True}
     assert body["messages"] == [{"role": "system", "content": "be brief"}, {"role": "user", "content": "hi you"}]
 
@@ -139,7 +138,7 @@ def test_chat_maps_tier_options_to_openai_fields(fake):
 
     final = run(scenario, fake.url)[-1]
     assert final.tokens == 2 and final.done_reason == "length"
-    body = fake.requests[-1][1]
+    body = fake.last("/v1/chat/completions")
     assert {k: body[k] for k in ("temperature", "top_p", "max_tokens", "seed", "stop")} == {
         "temperature": 0.2, "top_p": 0.9, "max_tokens": 2, "seed": 7, "stop": ["\n"],
     }

@@ -284,6 +284,11 @@ class FakeModelServer(LoopbackServer):
         hit = math.floor(self._counted * ratio) > math.floor((self._counted - 1) * ratio)
         return per_model or (mode if hit else None)
 
+    def last(self, path: str) -> dict[str, Any]:
+        """The body of the last request recorded to ``path``: a backend re-reads a host (its status
+        paths) in the background after a chat, so the last request of all may be one of those."""
+        return next(body for seen, body in reversed(self.requests) if seen == path)
+
     async def answer_failure(self, mode: str | None, model: str, watch: asyncio.Future, send: Send) -> bool:
         """Answer a failure that strikes before any reply; True when answered."""
         if mode is None or mode in STREAMED_FAILURES:
