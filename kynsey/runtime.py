@@ -95,7 +95,7 @@ class Runtime:
         )
 
     async def start(self) -> None:
-        """Begin background work: status refresh and the warm pool."""
+        """Begin background work: status refresh, the warm pool, saving replies, the database's upkeep."""
         self.warmer.listeners.append(
             lambda tier, load_ms, error: self.metrics.warmup(
                 tier.model_id, error is None, load_ms / 1000 if load_ms is not None else None
@@ -110,6 +110,7 @@ class Runtime:
         self.monitor.start()
         await self.cluster.start()
         self.tasks.append(asyncio.create_task(self.replies.run_forever(), name="kynsey-reply-persistence"))
+        self.tasks.append(asyncio.create_task(self.jobs.run_forever(), name="kynsey-database-upkeep"))
 
     async def _half_open_recovered(self) -> None:
         """A probe that finds a model's backend up with the model lets one trial request through at once,

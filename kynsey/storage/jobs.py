@@ -8,7 +8,12 @@ is chosen once at start-up, by the database:
   hop off the event loop (not one per statement, as through aiosqlite), and the
   jobs are this process's single SQLite writer, in order, so hundreds of
   concurrent chats never fight over SQLite's lock (its busy handler is neither
-  fair nor fast).
+  fair nor fast). That writer does not checkpoint the write-ahead log after its
+  commits, as SQLite would every 1,000 pages (copying them into the database and
+  syncing it: about 6 ms, on whichever reply's turn crossed the mark, 1 request in
+  150 when each opens a conversation). A thread of its own does, every
+  ``CHECKPOINT_SECONDS``, beside the writer (``run_forever``); the writer checkpoints
+  itself only past ``BACKSTOP_PAGES``, should that thread fall behind.
 - PostgreSQL: on a pooled asyncpg connection through ``run_sync``, whose
   statements are round trips anyway; the database serialises what it must.
   BEGIN and COMMIT are round trips too: a job whose writes are one statement
@@ -21,6 +26,7 @@ saves) runs through here; the rest of Kynsey uses ordinary sessions.
 from __future__ import annotations
 
 import asyncio
+import logging
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -28,13 +34,16 @@ from typing import TypeVar
 
 from sqlalchemy import create_engine, event
 from sqlalchemy.engine import Connection, Engine, make_url
-from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import OperationalError, SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from kynsey.storage.db import outage_as_operational_error, sqlite_pragmas
 
 T = TypeVar("T")
 Job = Callable[[Connection], T]
+log = logging.getLogger(__name__)
+CHECKPOINT_SECONDS = 1.0
+BACKSTOP_PAGES = 10_000  # SQLite's own default is 1,000 pages (4 MB)
 
 
 class Jobs(ABC):
@@ -51,6 +60,9 @@ class Jobs(ABC):
         after reads that need not be in its transaction; as ``run`` unless the database allows better."""
         return await self.run(job)
 
+    async def run_forever(self) -> None:
+        """Background upkeep the database needs, for the life of the runtime (none by default)."""
+
     async def aclose(self) -> None:
         """Release the connection(s)."""
 
@@ -66,9 +78,11 @@ class SqliteJobs(Jobs):
 
     def __init__(self, url: str) -> None:
         sync_url = make_url(url).set(drivername="sqlite")
-        self.engine = _sqlite_engine(sync_url, busy_ms=None)
+        self.engine = _sqlite_engine(sync_url, busy_ms=None, pragmas=(f"wal_autocheckpoint={BACKSTOP_PAGES}",))
         self.reader = _sqlite_engine(sync_url, busy_ms=0)
+        self.checkpointer = _sqlite_engine(sync_url, busy_ms=0)
         self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="kynsey-sqlite")
+        self._checkpoints = ThreadPoolExecutor(max_workers=1, thread_name_prefix="kynsey-sqlite-checkpoint")
 
     async def run(self, job: Job[T]) -> T:
         return await asyncio.get_running_loop().run_in_executor(self._thread, self._transaction, job)
@@ -86,20 +100,53 @@ class SqliteJobs(Jobs):
         with self.engine.begin() as conn:
             return job(conn)
 
+    async def checkpoint(self) -> tuple[int, int, int]:
+        """Copy what the write-ahead log holds into the database, beside the writer (a PASSIVE
+        checkpoint waits for no one): SQLite's (busy, log pages, pages checkpointed)."""
+        return await asyncio.get_running_loop().run_in_executor(self._checkpoints, self._checkpoint)
+
+    def _checkpoint(self) -> tuple[int, int, int]:
+        with self.checkpointer.connect() as conn:
+            busy, pages, done = conn.exec_driver_sql("PRAGMA wal_checkpoint(PASSIVE)").one()
+            return busy, pages, done
+
+    async def run_forever(self) -> None:
+        failing = False
+        while True:
+            await asyncio.sleep(CHECKPOINT_SECONDS)
+            try:
+                await self.checkpoint()
+            except SQLAlchemyError as exc:  # a full disk, say: the writer's backstop still checkpoints
+                if not failing:
+                    log.error("checkpointing the SQLite log failed (retrying every %.1f s): %s", CHECKPOINT_SECONDS, exc)
+                failing = True
+            else:
+                failing = False
+
     async def aclose(self) -> None:
         self.reader.dispose()
-        await asyncio.get_running_loop().run_in_executor(self._thread, self.engine.dispose)
+        loop = asyncio.get_running_loop()
+        await loop.run_in_executor(self._checkpoints, self.checkpointer.dispose)
+        self._checkpoints.shutdown(wait=True)
+        await loop.run_in_executor(self._thread, self.engine.dispose)
         self._thread.shutdown(wait=True)
 
 
-def _sqlite_engine(url, *, busy_ms: int | None) -> Engine:
-    """A one-connection engine; ``busy_ms`` overrides the busy timeout (0: fail at once when locked)."""
+def _sqlite_engine(url, *, busy_ms: int | None, pragmas: tuple[str, ...] = ()) -> Engine:
+    """A one-connection engine; ``busy_ms`` overrides the busy timeout (0: fail at once when locked),
+    and ``pragmas`` are set on its connection after the usual ones."""
     engine = create_engine(url, pool_size=1, max_overflow=0, pool_timeout=60, connect_args={"check_same_thread": False})
     event.listen(engine, "connect", sqlite_pragmas)
     if busy_ms is not None:
-        event.listen(engine, "connect", lambda dbapi, _rec: dbapi.execute(f"PRAGMA busy_timeout={busy_ms}"))
+        pragmas = (f"busy_timeout={busy_ms}", *pragmas)
+    for pragma in pragmas:
+        event.listen(engine, "connect", _setting(pragma))
     event.listen(engine, "handle_error", outage_as_operational_error)
     return engine
+
+
+def _setting(pragma: str) -> Callable[..., None]:
+    return lambda dbapi, _record: dbapi.execute(f"PRAGMA {pragma}")
 
 
 class PooledJobs(Jobs):
