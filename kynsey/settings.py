@@ -103,8 +103,10 @@ class Settings(BaseSettings):
     db_statement_timeout: float = Field(
         15.0, gt=0, description="Seconds a PostgreSQL statement may run (server- and client-side) before it counts as down."
     )
-    db_pool_size: int = Field(20, ge=1, description="PostgreSQL connections each instance keeps open.")
-    db_max_overflow: int = Field(20, ge=0, description="PostgreSQL connections an instance may open beyond the pool.")
+    db_pool_size: int = Field(
+        40, ge=1, description="PostgreSQL connections each instance may open and keeps open once opened.")
+    db_max_overflow: int = Field(
+        0, ge=0, description="PostgreSQL connections an instance may open beyond the pool, each closed once used.")
     db_pool_timeout: float = Field(
         10.0, gt=0, description="Seconds a request waits for a free PostgreSQL connection before a 503."
     )

@@ -38,8 +38,8 @@ class DbLimits:
 
     connect_timeout: float = 5.0
     statement_timeout: float = 15.0
-    pool_size: int = 20
-    max_overflow: int = 20
+    pool_size: int = 40
+    max_overflow: int = 0
     pool_timeout: float = 10.0
 
 
