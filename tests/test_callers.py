@@ -100,3 +100,67 @@ def test_each_request_gets_a_copy_of_its_caller_that_changes_nothing_else():
     one.plan, one.active_tier = "standard", "standard"
     assert (kept.plan, two.plan, two.active_tier) == ("pro", "pro", "pro")
     assert inspect(one).transient and inspect(two).session is None
+
+
+def _gated_lookups(answers: list):
+    """A lookup that counts its calls and answers (or raises) the next of ``answers`` once ``gate`` opens."""
+    gate, calls = asyncio.Event(), []
+
+    async def lookup():
+        calls.append(1)
+        answer = answers[len(calls) - 1]
+        await gate.wait()
+        if isinstance(answer, Exception):
+            raise answer
+        return answer
+
+    return lookup, gate, calls
+
+
+def test_callers_missed_at_the_same_moment_share_one_lookup_and_a_later_change_starts_its_own():
+    async def scenario():
+        callers = Callers(60)
+        lookup, gate, calls = _gated_lookups(["before", "after"])
+        burst = [asyncio.ensure_future(callers.find("k", lookup, until=lambda _: None)) for _ in range(50)]
+        await asyncio.sleep(0)
+        callers.forget_all()  # a change: a request from now on must not take the answer read before it
+        late = asyncio.ensure_future(callers.find("k", lookup, until=lambda _: None))
+        await asyncio.sleep(0)
+        gate.set()
+        return [await b for b in burst], await late, len(calls)
+
+    burst, late, calls = asyncio.run(scenario())
+    assert calls == 2
+    assert {found for found, _ in burst} == {"before"}
+    assert sorted(looked_up for _, looked_up in burst) == [False] * 49 + [True]  # one records the token's use
+    assert late == ("after", True)
+
+
+def test_a_shared_lookup_survives_its_first_caller_leaving_and_a_refusal_reaches_everyone_and_is_not_kept():
+    class Refused(Exception):
+        pass
+
+    async def scenario():
+        callers = Callers(60)
+        lookup, gate, calls = _gated_lookups(["lost", "ann", Refused("revoked"), "ann again"])
+        first = asyncio.ensure_future(callers.find("k", lookup, until=lambda _: None))
+        await asyncio.sleep(0)
+        others = [asyncio.ensure_future(callers.find("k", lookup, until=lambda _: None)) for _ in range(5)]
+        await asyncio.sleep(0)
+        first.cancel()  # its client left before the answer: the others look it up once more, together
+        gate.set()
+        answers = [await o for o in others]
+        callers.forget_all()  # the token is revoked
+        gate.clear()
+        refusals = [asyncio.ensure_future(callers.find("k", lookup, until=lambda _: None)) for _ in range(3)]
+        await asyncio.sleep(0)
+        gate.set()
+        refused = await asyncio.gather(*refusals, return_exceptions=True)
+        after = await callers.find("k", lookup, until=lambda _: None)  # nothing was kept of the refusal
+        return first.cancelled(), answers, refused, after, len(calls)
+
+    cancelled, answers, refused, after, calls = asyncio.run(scenario())
+    assert cancelled
+    assert sorted(answers) == [("ann", False)] * 4 + [("ann", True)]
+    assert [type(r) for r in refused] == [Refused] * 3
+    assert after == ("ann again", True) and calls == 4

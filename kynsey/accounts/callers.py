@@ -12,10 +12,16 @@ disabled account, a plan, a tier, a logout) forgets every kept caller when it
 runs and again when it commits, and a lookup that was under way meanwhile keeps
 nothing. A change made elsewhere (another instance, the CLI) counts here within
 ``auth_cache_seconds``. A refused caller is never kept: a new token works at once.
+
+Requests that miss the same caller at the same moment (a burst from one API
+client, or every request after a change) share one lookup instead of each
+running its own; one that arrives after a change does not join a lookup begun
+before it.
 """
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
@@ -47,6 +53,10 @@ def copy_user(user: User) -> User:
     return copy
 
 
+class _Abandoned(Exception):
+    """The lookup others joined was cancelled with its request."""
+
+
 class Callers:
     """Callers found by a key (a token's or session's digest), each kept until its deadline."""
 
@@ -55,19 +65,41 @@ class Callers:
         self._clock = clock
         self._kept: dict[str, tuple[float, Any]] = {}
         self._generation = 0  # moves on whenever a caller may have changed
+        self._lookups: dict[tuple[str, int], asyncio.Future] = {}  # under way, by key and generation
 
     async def find(self, key: str, lookup: Callable[[], Awaitable[T]],
                    until: Callable[[T], datetime | None]) -> tuple[T, bool]:
         """What ``lookup`` answers for ``key``, kept while ``ttl`` and ``until(answer)`` allow, and
-        whether it was looked up now (not kept). Its exceptions (a refused caller) pass through,
-        and nothing is kept of them."""
+        whether this call looked it up (not kept, nor shared with a lookup under way). Its
+        exceptions (a refused caller) pass through, to every call that shared it, and nothing
+        is kept of them."""
         hit = self._kept.get(key)
         if hit is not None:
             if self._clock() < hit[0]:
                 return hit[1], False
             del self._kept[key]
+        under_way = self._lookups.get((key, self._generation))
+        if under_way is not None:
+            try:
+                return await asyncio.shield(under_way), False  # shielded: leaving must not end it for the rest
+            except _Abandoned:  # the request that looked it up left before its answer: look it up here
+                return await self.find(key, lookup, until)
+        return await self._look_up(key, lookup, until), True
+
+    async def _look_up(self, key: str, lookup: Callable[[], Awaitable[T]], until: Callable[[T], datetime | None]) -> T:
         generation = self._generation
-        found = await lookup()
+        shared: asyncio.Future = asyncio.get_running_loop().create_future()
+        self._lookups[(key, generation)] = shared
+        try:
+            found = await lookup()
+        except BaseException as exc:
+            shared.set_exception(_Abandoned() if isinstance(exc, asyncio.CancelledError) else exc)
+            shared.exception()  # retrieved: no one may have joined
+            raise
+        finally:
+            if self._lookups.get((key, generation)) is shared:
+                del self._lookups[(key, generation)]
+        shared.set_result(found)
         if self.ttl > 0 and generation == self._generation:
             deadline = self._clock() + self.ttl
             ends = until(found)
@@ -76,11 +108,12 @@ class Callers:
             if len(self._kept) >= MAX_KEPT:
                 self._kept.clear()
             self._kept[key] = (deadline, found)
-        return found, True
+        return found
 
     def forget_all(self) -> None:
         self._generation += 1
         self._kept.clear()
+        self._lookups.clear()  # a lookup under way still answers the calls that joined it, not later ones
 
     def watch(self, engine: Engine) -> None:
         """Forget every caller when a write to a caller table runs on ``engine``, and again when it commits
