@@ -120,6 +120,8 @@ class SqliteJobs(Jobs):
                 if not failing:
                     log.error("checkpointing the SQLite log failed (retrying every %.1f s): %s", CHECKPOINT_SECONDS, exc)
                 failing = True
+            except Exception:  # a bug: say it loudly, and keep checkpointing
+                log.exception("checkpointing the SQLite log failed")
             else:
                 failing = False
 
