@@ -27,7 +27,7 @@ def _fill(pages: int):
     return job
 
 
-async def _jobs(path: Path) -> SqliteJobs:
+def _jobs(path: Path) -> SqliteJobs:
     return SqliteJobs(f"sqlite+aiosqlite:///{path}")
 
 
@@ -35,7 +35,7 @@ def test_the_writer_leaves_the_log_to_the_checkpointer_which_copies_all_of_it(tm
     path = tmp_path / "k.db"
 
     async def main() -> None:
-        jobs = await _jobs(path)
+        jobs = _jobs(path)
         try:
             autocheckpoint = 0
             for _ in range(3):  # past SQLite's own mark of 1,000 pages, in transactions of their own
@@ -57,7 +57,7 @@ def test_the_upkeep_loop_checkpoints_on_its_own_and_outlives_a_failing_checkpoin
     calls = []
 
     async def main() -> None:
-        jobs = await _jobs(path)
+        jobs = _jobs(path)
         real = jobs._checkpoint
 
         def flaky():

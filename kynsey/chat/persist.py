@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -34,6 +33,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from kynsey.chat.live import LiveReplies
 from kynsey.chat.store import save_replies, set_reply, sweep_orphans
 from kynsey.storage.jobs import Jobs
+from kynsey.storage.periodic import every
 
 log = logging.getLogger(__name__)
 ORPHANED = "the server stopped while writing this reply"
@@ -132,8 +132,8 @@ class ReplyStore:
     async def run_forever(self) -> None:
         """The flusher and the recovery sweep, for the life of the runtime."""
         await asyncio.gather(
-            self._every(self.flush_seconds, self.flush, "saving streaming replies"),
-            self._every(max(0.1, self.stale_seconds / 3), self.sweep, "reply recovery sweep"),
+            every(self.flush_seconds, self.flush, "saving streaming replies", log),
+            every(max(0.1, self.stale_seconds / 3), self.sweep, "reply recovery sweep", log),
         )
 
     async def close(self, timeout: float) -> None:
@@ -144,22 +144,6 @@ class ReplyStore:
                 await self.flush()
         except (SQLAlchemyError, TimeoutError, OSError) as exc:
             log.error("%d replies could not be saved before shutdown: %s", len(self.live.unsaved) + len(self.live.dirty), exc)
-
-    async def _every(self, seconds: float, work, what: str) -> None:
-        failing_since: float | None = None
-        while True:
-            try:
-                await work()
-                if failing_since is not None:
-                    log.warning("%s works again after %.1f s", what, time.monotonic() - failing_since)
-                    failing_since = None
-            except SQLAlchemyError as exc:  # a passing database outage: keep going, say it once
-                if failing_since is None:
-                    failing_since = time.monotonic()
-                    log.error("%s failed (retrying every %.2f s): %s", what, seconds, exc)
-            except Exception:  # anything else is a bug: log it loudly, keep the loop alive
-                log.exception("%s failed", what)
-            await asyncio.sleep(seconds)
 
 
 def _now() -> datetime:

@@ -34,11 +34,12 @@ from typing import TypeVar
 
 from sqlalchemy import create_engine, event
 from sqlalchemy.engine import Connection, Engine, make_url
-from sqlalchemy.exc import OperationalError, SQLAlchemyError
+from sqlalchemy.exc import OperationalError
 from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlalchemy.util import greenlet_spawn
 
 from kynsey.storage.db import outage_as_operational_error, sqlite_pragmas
+from kynsey.storage.periodic import every
 
 T = TypeVar("T")
 Job = Callable[[Connection], T]
@@ -112,19 +113,8 @@ class SqliteJobs(Jobs):
             return busy, pages, done
 
     async def run_forever(self) -> None:
-        failing = False
-        while True:
-            await asyncio.sleep(CHECKPOINT_SECONDS)
-            try:
-                await self.checkpoint()
-            except SQLAlchemyError as exc:  # a full disk, say: the writer's backstop still checkpoints
-                if not failing:
-                    log.error("checkpointing the SQLite log failed (retrying every %.1f s): %s", CHECKPOINT_SECONDS, exc)
-                failing = True
-            except Exception:  # a bug: say it loudly, and keep checkpointing
-                log.exception("checkpointing the SQLite log failed")
-            else:
-                failing = False
+        # Should it fail (a full disk, say), the writer's backstop still checkpoints.
+        await every(CHECKPOINT_SECONDS, self.checkpoint, "checkpointing the SQLite log", log)
 
     async def aclose(self) -> None:
         self.reader.dispose()
