@@ -5,14 +5,22 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import sqlite3
 from pathlib import Path
 
 from sqlalchemy.exc import OperationalError
 
+from kynsey.settings import Settings
 from kynsey.storage import jobs as jobs_module
 from kynsey.storage.jobs import BACKSTOP_PAGES, SqliteJobs
+from kynsey.storage.migrate import upgrade
+from tests.conftest import OLLAMA_TIERS
+from tests.live import LiveServer
+from tests.sse import text_of
+from tests.test_chat import new_conversation, send
 
 PAGE = 4096
+STANDARD = "llama3.2:3b-instruct-fp16"
 
 
 def _fill(pages: int):
@@ -85,3 +93,36 @@ def test_the_upkeep_loop_checkpoints_on_its_own_and_outlives_a_failing_checkpoin
     assert len(calls) > 3
     assert [r.getMessage()[:35] for r in caplog.records] == ["checkpointing the SQLite log failed"]
 
+
+
+def test_replies_written_while_the_log_is_checkpointed_end_with_their_event_and_keep_every_word(
+    tmp_path, monkeypatch, fake_ollama
+):
+    """The checkpointer copies the log while replies stream, fail half-way (a malformed backend
+    line) and are saved: each ends with one terminal event, and the file holds what each showed."""
+    monkeypatch.setattr(jobs_module, "CHECKPOINT_SECONDS", 0.005)
+    path = tmp_path / "k.db"
+    url = f"sqlite+aiosqlite:///{path}"
+    upgrade(url)
+    server = LiveServer(Settings(tiers=OLLAMA_TIERS, ollama_host=fake_ollama.url, database_url=url, data_dir=tmp_path / "data",
+                                 status_refresh=0.2, status_timeout=0.5)).start()
+    shown: dict[str, tuple[str, str]] = {}
+    try:
+        server.refresh_status()
+        client = server.client(server.add_user("alice", "pro"))
+        for n in range(12):
+            if n % 3 == 2:
+                fake_ollama.fail[STANDARD] = "malformed"
+            cid = new_conversation(client)
+            evts = send(client, cid, f"turn {n} " + "word " * 60)
+            fake_ollama.fail.pop(STANDARD, None)
+            assert [name for name, _ in evts].count("done") + [name for name, _ in evts].count("error") == 1
+            assert evts[-1][0] == ("error" if n % 3 == 2 else "done"), evts[-1]
+            shown[dict(evts)["start"]["message_id"]] = ("interrupted" if n % 3 == 2 else "complete", text_of(evts))
+    finally:
+        server.stop()
+    with sqlite3.connect(path) as db:
+        assert db.execute("PRAGMA integrity_check").fetchone() == ("ok",)
+        rows = db.execute("SELECT id, status, content FROM messages WHERE role = 'assistant'").fetchall()
+    stored = {message_id: (status, content) for message_id, status, content in rows}
+    assert stored == shown
