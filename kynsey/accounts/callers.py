@@ -65,7 +65,7 @@ class Callers:
         self._clock = clock
         self._kept: dict[str, tuple[float, Any]] = {}
         self._generation = 0  # moves on whenever a caller may have changed
-        self._lookups: dict[tuple[str, int], asyncio.Future] = {}  # under way, by key and generation
+        self._lookups: dict[str, asyncio.Future] = {}  # under way since the last change, by key
 
     async def find(self, key: str, lookup: Callable[[], Awaitable[T]],
                    until: Callable[[T], datetime | None]) -> tuple[T, bool]:
@@ -78,7 +78,7 @@ class Callers:
             if self._clock() < hit[0]:
                 return hit[1], False
             del self._kept[key]
-        under_way = self._lookups.get((key, self._generation))
+        under_way = self._lookups.get(key)
         if under_way is not None:
             try:
                 return await asyncio.shield(under_way), False  # shielded: leaving must not end it for the rest
@@ -89,7 +89,7 @@ class Callers:
     async def _look_up(self, key: str, lookup: Callable[[], Awaitable[T]], until: Callable[[T], datetime | None]) -> T:
         generation = self._generation
         shared: asyncio.Future = asyncio.get_running_loop().create_future()
-        self._lookups[(key, generation)] = shared
+        self._lookups[key] = shared
         try:
             found = await lookup()
         except BaseException as exc:
@@ -97,8 +97,8 @@ class Callers:
             shared.exception()  # retrieved: no one may have joined
             raise
         finally:
-            if self._lookups.get((key, generation)) is shared:
-                del self._lookups[(key, generation)]
+            if self._lookups.get(key) is shared:  # not one a change made way for since
+                del self._lookups[key]
         shared.set_result(found)
         if self.ttl > 0 and generation == self._generation:
             deadline = self._clock() + self.ttl
