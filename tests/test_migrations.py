@@ -3,11 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import subprocess
+import sys
 
 from sqlalchemy import text
 
 from kynsey.storage.db import make_engine
 from kynsey.storage.migrate import downgrade, upgrade
+from kynsey.storage.revision import head_revision
+from tests.pg import private_database
 
 
 async def _execute(url: str, *statements: str) -> list:
@@ -107,3 +112,19 @@ def test_existing_conversations_become_a_linear_chain_of_messages(database_url):
     finally:
         upgrade(database_url)
         asyncio.run(_execute(database_url, "DELETE FROM users"))
+
+
+def test_instances_started_together_on_a_new_postgresql_migrate_it_once(tmp_path):
+    """Several instances of a fleet started at once each migrate at start (``kynsey serve``), or an
+    operator runs ``kynsey db upgrade`` while one starts: each waits for the one migrating, then finds
+    the schema current. (SQLite serves one instance, whose processes migrate once, before forking.)"""
+    with private_database("kynsey_migrate") as url:
+        downgrade(url, "base")
+        env = {**os.environ, "KYNSEY_DATABASE_URL": url, "KYNSEY_DATA_DIR": str(tmp_path)}
+        upgrades = [subprocess.Popen([sys.executable, "-m", "kynsey.cli", "db", "upgrade"], env=env,
+                                     stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+                    for _ in range(4)]
+        outputs = [(proc.wait(timeout=120), proc.stdout.read()) for proc in upgrades if proc.stdout]
+        assert [code for code, _ in outputs] == [0, 0, 0, 0], "\n".join(out[-2000:] for _, out in outputs)
+        version = asyncio.run(_execute(url, "SELECT version_num FROM alembic_version"))
+        assert [tuple(r) for r in version] == [(head_revision(),)]

@@ -5,12 +5,16 @@ from __future__ import annotations
 import asyncio
 
 from alembic import context
+from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from kynsey.storage.db import DbLimits, make_engine
 from kynsey.storage.models import Base
 
 target_metadata = Base.metadata
+# On PostgreSQL one migration runs at a time per database: every instance of a fleet migrates as it
+# starts, and two CREATE TABLEs of the same table at once fail one of them.
+MIGRATION_LOCK = 0x4B594E53  # any constant; "KYNS"
 
 
 def _url() -> str:
@@ -25,6 +29,10 @@ def _url() -> str:
 def _run(connection) -> None:
     context.configure(connection=connection, target_metadata=target_metadata, render_as_batch=True)
     with context.begin_transaction():
+        if connection.dialect.name == "postgresql":
+            # Held until this transaction ends; the version is read after it, so an instance that
+            # waited here finds the schema the other one brought up to date, and does nothing.
+            connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": MIGRATION_LOCK})
         context.run_migrations()
 
 
