@@ -10,7 +10,10 @@ Kynsey's own job runner (``storage/jobs.py``) on a fresh database:
   user's message and the streaming reply written in one statement), each in a
   conversation created beforehand, the way the chat benchmark sends them;
 
-and, as the baseline, one ``SELECT 1`` round trip through the same runner. p50 and p99 of
+and, as baselines, one ``SELECT 1`` round trip through the same runner, and one committed
+INSERT of a small row straight on the driver (asyncpg, sqlite3) with Kynsey's settings: the
+least a turn that commits before the backend is called can cost on this machine (on
+PostgreSQL, the commit waits for its write-ahead log to reach the disk). p50 and p99 of
 each, with the 1-minute load average. ``bench/chat_bench.py`` measures the same work from
 outside, inside the whole request.
 """
@@ -21,6 +24,7 @@ import argparse
 import asyncio
 import contextlib
 import os
+import sqlite3
 import tempfile
 import time
 import uuid
@@ -28,13 +32,15 @@ from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from pathlib import Path
 
+import asyncpg
 from sqlalchemy import text
+from sqlalchemy.engine import make_url
 
 from bench.common import percentile, report
 from kynsey.accounts.secrets import token_digest
 from kynsey.accounts.tokens import caller_by_token
 from kynsey.chat.store import Turn, begin_turn, create_conversation
-from kynsey.storage.db import make_engine
+from kynsey.storage.db import SQLITE_PRAGMAS, make_engine
 from kynsey.storage.jobs import Jobs, make_jobs
 from kynsey.storage.migrate import upgrade
 from tests.pg import private_database
@@ -84,10 +90,37 @@ async def measure(url: str, requests: int) -> list[tuple[str, float, float]]:
             ("one round trip (SELECT 1)", *await timed(requests, lambda: jobs.read(lambda c: c.execute(text("SELECT 1"))))),
             ("caller lookup (token)", *await timed(requests, lambda: jobs.read(caller_by_token(TOKEN)))),
             ("turn (read, then one write)", percentile(turns, 50), percentile(turns, 99)),
+            ("one committed INSERT straight on the driver", *await driver_commit(url, requests)),
         ]
     finally:
         await jobs.aclose()
         await engine.dispose()
+
+
+async def driver_commit(url: str, requests: int) -> tuple[float, float]:
+    """p50 and p99 of one INSERT committed on its own, on the bare driver: no pool, no SQLAlchemy, no thread."""
+    parsed = make_url(url)
+    create = "CREATE TABLE bench_commits (body TEXT NOT NULL)"
+    insert = "INSERT INTO bench_commits (body) VALUES ('hi')"
+    if parsed.get_backend_name() == "sqlite":
+        conn = sqlite3.connect(parsed.database, isolation_level=None)  # autocommit: each INSERT commits
+        try:
+            for pragma in SQLITE_PRAGMAS:
+                conn.execute(f"PRAGMA {pragma}")
+            conn.execute(create)
+
+            async def commit() -> None:
+                conn.execute(insert)
+
+            return await timed(requests, commit)
+        finally:
+            conn.close()
+    pg = await asyncpg.connect(parsed.set(drivername="postgresql").render_as_string(hide_password=False))
+    try:
+        await pg.execute(create)
+        return await timed(requests, lambda: pg.execute(insert))
+    finally:
+        await pg.close()
 
 
 def main() -> None:
