@@ -3,9 +3,13 @@ every instance, each step audited (SPEC F7, F21; issue 13 items 1-3, issue 9 ite
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 from sqlalchemy import func, select
 
+from kynsey.accounts import lifecycle
+from kynsey.errors import Conflict
 from kynsey.storage.models import AuditEntry, Conversation, Message
 from tests.live import eventually
 from tests.sse import collect
@@ -258,3 +262,39 @@ def test_a_catalog_reload_that_drops_a_plan_in_use_is_refused_naming_it(start_se
     assert admin.put("/api/admin/users/alice/plan", json={"plan": "standard"}).status_code == 200
     assert admin.post("/api/admin/catalog/reload").status_code == 200
     assert admin.get("/api/admin/users").json()["plans"] == ["standard"]
+
+
+def test_two_admins_taking_each_others_role_at_once_leave_one(server, admin, monkeypatch):
+    """Each change counts the enabled admins first; the first one is held between its count and its commit
+    while the second runs: the second must count what the first leaves, not what was there before."""
+    server.add_user("ann", "pro", admin=True)
+    audited = lifecycle._audit
+    held = asyncio.Event()
+    first = True
+
+    async def slow_audit(*args, **kwargs):
+        nonlocal first
+        if first:
+            first = False
+            await held.wait()
+        await audited(*args, **kwargs)
+
+    monkeypatch.setattr(lifecycle, "_audit", slow_audit)
+
+    async def work(rt):
+        async def demote(name: str):
+            async with rt.sessions() as db:
+                return await lifecycle.set_admin(db, name, False, actor="test")
+
+        taking = asyncio.create_task(demote("ann"))
+        while first:  # the first change has counted and is held before its commit
+            await asyncio.sleep(0.01)
+        taken = asyncio.create_task(demote("root"))
+        await asyncio.sleep(0.3)  # the second change runs as far as it can meanwhile
+        held.set()
+        return await asyncio.gather(taking, taken, return_exceptions=True)
+
+    ann, root = server.call(work)
+    assert not isinstance(ann, BaseException) and ann.is_admin is False
+    assert isinstance(root, Conflict) and "last enabled admin" in str(root)
+    assert admin.get("/api/admin/users").status_code == 200  # root is still an admin

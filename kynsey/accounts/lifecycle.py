@@ -1,9 +1,9 @@
 """An account from creation to removal (SPEC F21): password, disable/enable, admin role,
 log out everywhere, delete. The CLI and the admin API call these same functions.
 
-Each change is audited and committed at once. Nothing about an account is
-cached: every request reads its user, token or session from the database, so
-a change holds from the next request on, on every instance.
+Each change is audited and committed at once. It holds from the next request
+on, on the instance that made it, and within ``KYNSEY_AUTH_CACHE_SECONDS`` on
+the others, which keep a caller they looked up that long (``callers.py``).
 
 Rules:
 - Setting a password ends the user's browser sessions (tokens stay).
@@ -21,7 +21,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from kynsey.accounts.secrets import hash_password_off_loop
@@ -54,9 +54,13 @@ async def _audit(db: AsyncSession, action: str, user: User, actor: str, request_
 async def _keep_an_admin(db: AsyncSession, user: User, doing: str) -> None:
     if not user.is_admin or user.disabled_at is not None:
         return
-    admins = await db.scalar(
-        select(func.count()).select_from(User).where(User.is_admin.is_(True), User.disabled_at.is_(None))
-    )
+    enabled_admin = (User.is_admin.is_(True), User.disabled_at.is_(None))
+    # Written first, so counted under a lock held until this change commits: two admins taking each
+    # other's role at once would otherwise each count the other and leave none. The second waits for
+    # the first (PostgreSQL: these rows' locks; SQLite: its one writer), then counts what it left.
+    await db.execute(update(User).where(*enabled_admin).values(is_admin=User.is_admin)
+                     .execution_options(synchronize_session=False))
+    admins = await db.scalar(select(func.count()).select_from(User).where(*enabled_admin))
     if (admins or 0) <= 1:
         raise Conflict(f"'{user.name}' is the last enabled admin; make another user admin before you {doing} them")
 
