@@ -155,7 +155,11 @@ def audit_export(
         check_format(format)
     except KynseyError as exc:
         fail(exc.message, 2)
-    where = AuditFilter(user=user, tier=tier, result=result, action=action, since=as_utc(since), until=as_utc(until))
+    try:
+        since, until = as_utc(since), as_utc(until)
+    except OverflowError:  # 0001-01-01T00:00+01:00 is in year 0 once in UTC
+        fail("--since and --until must be moments after 0001-01-01 in UTC", 2)
+    where = AuditFilter(user=user, tier=tier, result=result, action=action, since=since, until=until)
 
     async def work(db):
         # Opened here, so that a file that cannot be written is an `error: ...` like a database fault.

@@ -126,6 +126,8 @@ def test_cli_exports_json_lines_and_csv_with_filters(server, db_url, tmp_path: P
     done = run_cli(db_url, "audit", "export", "--since", first)
     assert len(done.stdout.splitlines()) == count
     assert run_cli(db_url, "audit", "export", "--format", "xml").returncode == 2
+    done = run_cli(db_url, "audit", "export", "--since", "0001-01-01T00:00:00+05:00")  # year 0 in UTC
+    assert done.returncode == 2 and "error: --since and --until must be" in done.stderr, done.stderr
 
 
 def test_the_admin_api_streams_an_export(server):
