@@ -105,3 +105,18 @@ def test_a_flush_that_wrote_but_failed_is_not_appended_twice(server):
     assert live.saved_parts is None  # unknown now: the next flush writes it whole
     write(server, live, "three")
     assert flush_and_read(server) == "one two three"
+
+
+def test_a_reply_that_ended_is_not_flushed_again(server):
+    """Its final save holds its whole text; the next flush has nothing to write (it used to append the
+    text once more to a row no longer streaming: a statement that changed nothing, per finished reply)."""
+    live = streaming_reply(server)
+    write(server, live, "all ", "of it")
+
+    async def end_then_flush(rt) -> int:
+        live.finish(("done", {}))
+        assert await rt.replies.save_final(MID, content=live.text, status="complete")
+        return await rt.replies.flush()
+
+    assert server.call(end_then_flush) == 0
+    assert flush_and_read(server) == "all of it"
