@@ -73,18 +73,19 @@ class Callers:
         whether this call looked it up (not kept, nor shared with a lookup under way). Its
         exceptions (a refused caller) pass through, to every call that shared it, and nothing
         is kept of them."""
-        hit = self._kept.get(key)
-        if hit is not None:
-            if self._clock() < hit[0]:
-                return hit[1], False
-            del self._kept[key]
-        under_way = self._lookups.get(key)
-        if under_way is not None:
+        while True:
+            hit = self._kept.get(key)
+            if hit is not None:
+                if self._clock() < hit[0]:
+                    return hit[1], False
+                del self._kept[key]
+            under_way = self._lookups.get(key)
+            if under_way is None:
+                return await self._look_up(key, lookup, until), True
             try:
                 return await asyncio.shield(under_way), False  # shielded: leaving must not end it for the rest
-            except _Abandoned:  # the request that looked it up left before its answer: look it up here
-                return await self.find(key, lookup, until)
-        return await self._look_up(key, lookup, until), True
+            except _Abandoned:  # the request that looked it up left before its answer: start over
+                continue
 
     async def _look_up(self, key: str, lookup: Callable[[], Awaitable[T]], until: Callable[[T], datetime | None]) -> T:
         generation = self._generation
