@@ -129,15 +129,16 @@ class HostClient:
         does not look at a pooled socket before reusing it (httpcore did). Such a request is sent
         again, on another connection, at most ``STALE_RETRIES`` times; a server that is gone then
         refuses the new connection (BackendUnreachable)."""
-        for retry in range(STALE_RETRIES + 1):
+        retries = STALE_RETRIES
+        while True:
             try:
                 return await self.session.request(method, self.url + path, json=json, timeout=timeout)
             except CONNECT_ERRORS:
                 raise
             except STALE_ERRORS:
-                if retry == STALE_RETRIES:
+                if not retries:
                     raise
-        raise AssertionError("unreachable")
+                retries -= 1
 
     async def aclose(self) -> None:
         if self._session is not None:
