@@ -59,6 +59,12 @@ def test_generate_streams_and_answers_whole(server, fake_ollama):
     assert whole.response == "Echo: again" and whole.eval_count > 0
     loaded = c.generate(model="pro", prompt="")  # Ollama's load request
     assert loaded.done and loaded.done_reason == "load" and loaded.response == ""
+    for keep_alive in (0, "0", "0s", "0m"):  # Ollama's unload request: answered as one, and nothing unloaded
+        unloaded = c.generate(model="pro", prompt="", keep_alive=keep_alive)
+        assert unloaded.done and unloaded.done_reason == "unload" and unloaded.response == "", keep_alive
+        assert c.chat(model="pro", messages=[], keep_alive=keep_alive).done_reason == "unload"
+    assert c.generate(model="pro", prompt="", keep_alive="5m").done_reason == "load"
+    assert "pro:latest" in [m.model for m in c.ps().models]  # still in memory
 
 
 def test_locked_tier_rate_limit_and_fallback(start_server, fake_ollama):

@@ -19,9 +19,10 @@ import orjson
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from kynsey.backends.base import ChatMessage, ModelState
+from kynsey.backends.local_models import keep_alive_seconds
 from kynsey.catalog import TierProfile
 from kynsey.compat.service import CLIENT_OPTIONS, ChatRequest, Exchange
-from kynsey.errors import InvalidRequest
+from kynsey.errors import BackendError, InvalidRequest
 from kynsey.web.schemas import check_text
 
 # The Ollama API version whose fields these endpoints follow (clients read it to pick features).
@@ -188,9 +189,20 @@ async def stream(exchange: Exchange, *, chat: bool) -> AsyncIterator[bytes]:
         await exchange.aclose()
 
 
-def load_only(tier: TierProfile, *, chat: bool) -> dict[str, Any]:
-    """Ollama's answer to an empty prompt (a load request): done at once."""
-    return {"model": name(tier), "created_at": _now(), **_piece(chat, ""), "done": True, "done_reason": "load"}
+def load_only(tier: TierProfile, *, chat: bool, unload: bool = False) -> dict[str, Any]:
+    """Ollama's answer to an empty prompt (a load request, or with ``unload`` an unload request): done at once."""
+    return {"model": name(tier), "created_at": _now(), **_piece(chat, ""), "done": True,
+            "done_reason": "unload" if unload else "load"}
+
+
+def unloads(keep_alive: str | int | float | None) -> bool:
+    """Whether a request's ``keep_alive`` is zero: with nothing to answer, Ollama's unload request."""
+    if keep_alive is None or isinstance(keep_alive, bool):
+        return False
+    try:
+        return keep_alive_seconds(keep_alive) == 0
+    except BackendError:  # a keep_alive Kynsey cannot read is ignored, as every keep_alive is
+        return False
 
 
 def _line(data: dict[str, Any]) -> bytes:

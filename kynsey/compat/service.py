@@ -217,13 +217,15 @@ async def _open(rt: Runtime, user: User, request: ChatRequest) -> Exchange:
     return Exchange(answer, rate, live)
 
 
-async def load_only(rt: Runtime, user: User, request: ChatRequest) -> TierProfile:
+async def load_only(rt: Runtime, user: User, request: ChatRequest, *, warm: bool = True) -> TierProfile:
     """A request with nothing to answer (Ollama's way to load a model): the tier, warmed when cold.
-    Permission-checked (and a refusal audited) as a chat; counted against the warm-ahead limit."""
+    Permission-checked (and a refusal audited) as a chat; counted against the warm-ahead limit.
+    Without ``warm`` (Ollama's way to unload one) nothing is loaded or unloaded: the tier's model stays
+    in memory as its ``keep_alive`` says, since other users may be using it."""
     catalog, _ = rt.snapshot()
     tier = await _tier_for(rt, catalog, user, request)
     await rt.limiter.hit(rt.settings.warm_rate_limit, "warm", str(user.id))
-    if rt.tier_status(tier).status == "cold":
+    if warm and rt.tier_status(tier).status == "cold":
         rt.warmer.start(tier)
     return tier
 

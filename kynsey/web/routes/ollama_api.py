@@ -69,18 +69,22 @@ async def show(body: ollama.ShowIn, rt: RuntimeDep, user: UserDep) -> dict:
 @router.post("/api/chat")
 async def chat(body: ollama.ChatIn, rt: RuntimeDep, user: UserDep, rid: RequestIdDep) -> Response:
     request = ollama.chat_request(body, rid)
-    return await _answer(request, body.stream is not False, rt, user, chat=True, load=not body.messages)
+    return await _answer(request, body.stream is not False, rt, user, chat=True, load=not body.messages,
+                         unload=ollama.unloads(body.keep_alive))
 
 
 @router.post("/api/generate")
 async def generate(body: ollama.GenerateIn, rt: RuntimeDep, user: UserDep, rid: RequestIdDep) -> Response:
     request = ollama.generate_request(body, rid)
-    return await _answer(request, body.stream is not False, rt, user, chat=False, load=not body.prompt)
+    return await _answer(request, body.stream is not False, rt, user, chat=False, load=not body.prompt,
+                         unload=ollama.unloads(body.keep_alive))
 
 
-async def _answer(request: ChatRequest, streaming: bool, rt, user, *, chat: bool, load: bool) -> Response:
-    if load:  # Ollama's load request: nothing to answer
-        return JSONResponse(ollama.load_only(await load_only(rt, user, request), chat=chat))
+async def _answer(request: ChatRequest, streaming: bool, rt, user, *, chat: bool, load: bool,
+                  unload: bool) -> Response:
+    if load:  # Ollama's load (or, with keep_alive 0, unload) request: nothing to answer
+        tier = await load_only(rt, user, request, warm=not unload)
+        return JSONResponse(ollama.load_only(tier, chat=chat, unload=unload))
     exchange = await open_exchange(rt, user, request)
     if streaming:
         return ExchangeStream(exchange, ollama.stream(exchange, chat=chat), media_type=NDJSON)
