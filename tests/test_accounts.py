@@ -265,21 +265,25 @@ def test_a_catalog_reload_that_drops_a_plan_in_use_is_refused_naming_it(start_se
 
 
 def test_two_admins_taking_each_others_role_at_once_leave_one(server, admin, monkeypatch):
-    """Each change counts the enabled admins first; the first one is held between its count and its commit
-    while the second runs: the second must count what the first leaves, not what was there before."""
+    """The first change is held after it counted the enabled admins, before it commits, while the second
+    runs: the second must count what the first leaves, not what was there before (which left none)."""
     server.add_user("ann", "pro", admin=True)
-    audited = lifecycle._audit
+    keep_an_admin = lifecycle._keep_an_admin
     held = asyncio.Event()
-    first = True
+    counted: list[str] = []
 
-    async def slow_audit(*args, **kwargs):
-        nonlocal first
-        if first:
-            first = False
-            await held.wait()
-        await audited(*args, **kwargs)
+    def slow_after_counting(db, user, doing):
+        check = keep_an_admin(db, user, doing)
 
-    monkeypatch.setattr(lifecycle, "_audit", slow_audit)
+        async def checked() -> None:
+            await check()
+            counted.append(user.name)
+            if len(counted) == 1:
+                await held.wait()
+
+        return checked
+
+    monkeypatch.setattr(lifecycle, "_keep_an_admin", slow_after_counting)
 
     async def work(rt):
         async def demote(name: str):
@@ -287,7 +291,7 @@ def test_two_admins_taking_each_others_role_at_once_leave_one(server, admin, mon
                 return await lifecycle.set_admin(db, name, False, actor="test")
 
         taking = asyncio.create_task(demote("ann"))
-        while first:  # the first change has counted and is held before its commit
+        while not counted:  # the first change has counted, and is held before its commit
             await asyncio.sleep(0.01)
         taken = asyncio.create_task(demote("root"))
         await asyncio.sleep(0.3)  # the second change runs as far as it can meanwhile

@@ -19,9 +19,10 @@ Rules:
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
-from sqlalchemy import func, select, update
+from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from kynsey.accounts.secrets import hash_password_off_loop
@@ -31,6 +32,8 @@ from kynsey.accounts.tokens import delete_all_tokens
 from kynsey.audit import AuditRecord, append
 from kynsey.errors import Conflict
 from kynsey.storage.models import Conversation, User, utcnow
+
+Check = Callable[[], Awaitable[None]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,27 +45,28 @@ class Removed:
     conversations: int = 0
 
 
-async def _audit(db: AsyncSession, action: str, user: User, actor: str, request_id: str | None, **details) -> None:
-    await append(
-        db,
-        AuditRecord(
-            actor=actor, action=action, subject=user.name, result="ok", request_id=request_id, details=details or None
-        ),
-    )
+async def _audit(db: AsyncSession, action: str, user: User, actor: str, request_id: str | None, *,
+                 check: Check | None = None, **details) -> None:
+    record = AuditRecord(actor=actor, action=action, subject=user.name, result="ok", request_id=request_id,
+                         details=details or None)
+    await append(db, record, check=check)
 
 
-async def _keep_an_admin(db: AsyncSession, user: User, doing: str) -> None:
+def _keep_an_admin(db: AsyncSession, user: User, doing: str) -> Check | None:
+    """For a change that takes ``user``'s admin role away (None if they have none to lose): the check that an
+    enabled admin is left. It runs as the change is audited, the change flushed, where audited changes are
+    serialised (``audit.append``): two admins taking each other's role at once are counted one after the
+    other's commit, not both before either, which left none."""
     if not user.is_admin or user.disabled_at is not None:
-        return
-    enabled_admin = (User.is_admin.is_(True), User.disabled_at.is_(None))
-    # Written first, so counted under a lock held until this change commits: two admins taking each
-    # other's role at once would otherwise each count the other and leave none. The second waits for
-    # the first (PostgreSQL: these rows' locks; SQLite: its one writer), then counts what it left.
-    await db.execute(update(User).where(*enabled_admin).values(is_admin=User.is_admin)
-                     .execution_options(synchronize_session=False))
-    admins = await db.scalar(select(func.count()).select_from(User).where(*enabled_admin))
-    if (admins or 0) <= 1:
-        raise Conflict(f"'{user.name}' is the last enabled admin; make another user admin before you {doing} them")
+        return None
+
+    async def check() -> None:
+        left = await db.scalar(select(func.count()).select_from(User)
+                               .where(User.is_admin.is_(True), User.disabled_at.is_(None)))
+        if not left:
+            raise Conflict(f"'{user.name}' is the last enabled admin; make another user admin before you {doing} them")
+
+    return check
 
 
 async def set_password(
@@ -83,9 +87,9 @@ async def set_disabled(
     user = await get_user(db, name)
     if disabled == (user.disabled_at is not None):
         return user  # already so: nothing to change or audit
-    sessions = 0
+    sessions, keep = 0, None
     if disabled:
-        await _keep_an_admin(db, user, "disable")
+        keep = _keep_an_admin(db, user, "disable")
         user.disabled_at = utcnow()
         sessions = await end_sessions(db, user)
     else:
@@ -96,6 +100,7 @@ async def set_disabled(
         user,
         actor,
         request_id,
+        check=keep,
         **({"sessions_ended": sessions} if disabled else {}),
     )
     return user
@@ -106,10 +111,9 @@ async def set_admin(db: AsyncSession, name: str, admin: bool, *, actor: str, req
     user = await get_user(db, name)
     if admin == user.is_admin:
         return user
-    if not admin:
-        await _keep_an_admin(db, user, "demote")
+    keep = None if admin else _keep_an_admin(db, user, "demote")
     user.is_admin = admin
-    await _audit(db, "user_admin", user, actor, request_id, **{"from": not admin, "to": admin})
+    await _audit(db, "user_admin", user, actor, request_id, check=keep, **{"from": not admin, "to": admin})
     return user
 
 
@@ -128,7 +132,7 @@ async def log_out_everywhere(
 async def delete_user(db: AsyncSession, name: str, *, actor: str, request_id: str | None = None) -> Removed:
     """Remove ``name`` and everything that is theirs; the audit log keeps naming them."""
     user = await get_user(db, name)
-    await _keep_an_admin(db, user, "delete")
+    keep = _keep_an_admin(db, user, "delete")
     conversations = await db.scalar(
         select(func.count()).select_from(Conversation).where(Conversation.user_id == user.id)
     )
@@ -146,6 +150,7 @@ async def delete_user(db: AsyncSession, name: str, *, actor: str, request_id: st
         user,
         actor,
         request_id,
+        check=keep,
         plan=user.plan,
         admin=user.is_admin,
         conversations_deleted=removed.conversations,

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
+from collections.abc import Awaitable, Callable
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 
@@ -58,14 +59,20 @@ def entry_fields(entry: AuditEntry) -> dict:
     return fields
 
 
-async def append(db: AsyncSession, record: AuditRecord) -> AuditEntry:
-    """Add ``record`` to the chain and commit it (with whatever else ``db`` holds)."""
+async def append(db: AsyncSession, record: AuditRecord, *, check: Callable[[], Awaitable[None]] | None = None) -> AuditEntry:
+    """Add ``record`` to the chain and commit it (with whatever else ``db`` holds).
+
+    ``check`` runs first, inside the same serialisation: a rule about what other audited
+    changes write (the last admin stays) sees each of them committed, on every instance.
+    Its exception passes through, and nothing is committed."""
     fields = asdict(record)
     if fields["latency_ms"] is not None:
         fields["latency_ms"] = round(float(fields["latency_ms"]), 3)
     async with _lock:
         if db.get_bind().dialect.name == "postgresql":
             await db.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _PG_LOCK_KEY})
+        if check is not None:
+            await check()
         prev = await db.scalar(select(AuditEntry.hash).order_by(AuditEntry.id.desc()).limit(1)) or GENESIS
         at = datetime.now(UTC)
         entry = AuditEntry(
