@@ -15,6 +15,7 @@ import json
 from collections.abc import Awaitable, Callable
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
+from weakref import WeakKeyDictionary
 
 from sqlalchemy import select, text
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -23,7 +24,9 @@ from kynsey.storage.models import AuditEntry, as_utc
 
 GENESIS = "0" * 64
 _PG_LOCK_KEY = 0x6B796E73  # "kyns"
-_lock = asyncio.Lock()
+# One append lock per event loop: a process serves on one, but tests run a server per thread, each on its
+# own (an asyncio.Lock waited on from two loops raises RuntimeError).
+_locks: WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Lock] = WeakKeyDictionary()
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,7 +71,7 @@ async def append(db: AsyncSession, record: AuditRecord, *, check: Callable[[], A
     fields = asdict(record)
     if fields["latency_ms"] is not None:
         fields["latency_ms"] = round(float(fields["latency_ms"]), 3)
-    async with _lock:
+    async with _locks.setdefault(asyncio.get_running_loop(), asyncio.Lock()):
         if db.get_bind().dialect.name == "postgresql":
             await db.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _PG_LOCK_KEY})
         if check is not None:
