@@ -70,19 +70,20 @@ async def show(body: ollama.ShowIn, rt: RuntimeDep, user: UserDep) -> dict:
 async def chat(body: ollama.ChatIn, rt: RuntimeDep, user: UserDep, rid: RequestIdDep) -> Response:
     request = ollama.chat_request(body, rid)
     return await _answer(request, body.stream is not False, rt, user, chat=True, load=not body.messages,
-                         unload=ollama.unloads(body.keep_alive))
+                         keep_alive=body.keep_alive)
 
 
 @router.post("/api/generate")
 async def generate(body: ollama.GenerateIn, rt: RuntimeDep, user: UserDep, rid: RequestIdDep) -> Response:
     request = ollama.generate_request(body, rid)
     return await _answer(request, body.stream is not False, rt, user, chat=False, load=not body.prompt,
-                         unload=ollama.unloads(body.keep_alive))
+                         keep_alive=body.keep_alive)
 
 
 async def _answer(request: ChatRequest, streaming: bool, rt, user, *, chat: bool, load: bool,
-                  unload: bool) -> Response:
+                  keep_alive: str | int | float | None) -> Response:
     if load:  # Ollama's load (or, with keep_alive 0, unload) request: nothing to answer
+        unload = ollama.unloads(keep_alive)
         tier = await load_only(rt, user, request, warm=not unload)
         return JSONResponse(ollama.load_only(tier, chat=chat, unload=unload))
     exchange = await open_exchange(rt, user, request)
