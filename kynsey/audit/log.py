@@ -29,6 +29,14 @@ _PG_LOCK_KEY = 0x6B796E73  # "kyns"
 _locks: WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Lock] = WeakKeyDictionary()
 
 
+def _loop_lock() -> asyncio.Lock:
+    loop = asyncio.get_running_loop()
+    lock = _locks.get(loop)
+    if lock is None:
+        lock = _locks[loop] = asyncio.Lock()
+    return lock
+
+
 @dataclass(frozen=True, slots=True)
 class AuditRecord:
     actor: str
@@ -71,7 +79,7 @@ async def append(db: AsyncSession, record: AuditRecord, *, check: Callable[[], A
     fields = asdict(record)
     if fields["latency_ms"] is not None:
         fields["latency_ms"] = round(float(fields["latency_ms"]), 3)
-    async with _locks.setdefault(asyncio.get_running_loop(), asyncio.Lock()):
+    async with _loop_lock():
         if db.get_bind().dialect.name == "postgresql":
             await db.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _PG_LOCK_KEY})
         if check is not None:
