@@ -144,8 +144,6 @@ def check_gguf(path: Path) -> None:
         raise ModelNotFound(f"{path} is not a GGUF file (it starts with {magic!r}, not {GGUF_MAGIC!r})")
 
 
-
-
 # -- running a model -------------------------------------------------------------
 @dataclass(frozen=True, slots=True)
 class Finished:
