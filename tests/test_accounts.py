@@ -9,6 +9,10 @@ import pytest
 from sqlalchemy import func, select
 
 from kynsey.accounts import lifecycle
+from kynsey.accounts.service import get_user
+from kynsey.accounts.sessions import end_sessions
+from kynsey.audit import AuditRecord, append
+from kynsey.audit.verify import verify_chain
 from kynsey.errors import Conflict
 from kynsey.storage.models import AuditEntry, Conversation, Message
 from tests.live import eventually
@@ -302,3 +306,30 @@ def test_two_admins_taking_each_others_role_at_once_leave_one(server, admin, mon
     assert not isinstance(ann, BaseException) and ann.is_admin is False
     assert isinstance(root, Conflict) and "last enabled admin" in str(root)
     assert admin.get("/api/admin/users").status_code == 200  # root is still an admin
+
+
+def test_a_change_that_wrote_before_its_audit_entry_does_not_stall_another(server):
+    """A change writes (on SQLite it then holds the database's write lock) before it appends its entry,
+    while another append waits for the end of the chain: that append must wait for the change, not the
+    change for it. (An in-process lock taken at the append stalled both for SQLite's busy timeout, 10 s,
+    and the other append then failed: 'database is locked'.)"""
+    server.add_user("ann", "pro", password=PASSWORD)
+    login(server, "ann")
+
+    async def work(rt):
+        async with rt.sessions() as changing, rt.sessions() as other:
+            ann = await get_user(changing, "ann")
+            ended = await end_sessions(changing, ann)  # written, not committed
+            failed_login = AuditRecord(actor="bob", action="login", subject="bob", result="failed")
+            waiting = asyncio.create_task(append(other, failed_login))
+            await asyncio.sleep(0.3)  # the other append goes as far as it can meanwhile
+            await append(changing, AuditRecord(actor="test", action="user_passwd", subject="ann", result="ok"))
+            await waiting
+        async with rt.sessions() as db:
+            return ended, await verify_chain(db)
+
+    ended, report = server.call(work)
+    assert ended == 1
+    assert report.ok, report
+    assert [e.subject for e in audit(server, "user_passwd")] == ["ann"]
+    assert [e.result for e in audit(server, "login")] == ["ok", "failed"]

@@ -2,14 +2,16 @@
 
 Each entry's hash covers its own fields and the previous entry's hash, so an
 altered or removed row breaks the chain where it happened. Appends are
-serialised (an in-process lock, plus a transaction-scoped advisory lock on
-PostgreSQL so instances sharing the database keep one chain). There is no
-function here, or anywhere in Kynsey, that updates or deletes audit rows.
+serialised (``_chain_end_held``): on SQLite by its one write lock, on PostgreSQL
+by an in-process lock and a transaction-scoped advisory lock, so that instances
+sharing the database keep one chain. There is no function here, or anywhere in
+Kynsey, that updates or deletes audit rows.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import json
 from collections.abc import Awaitable, Callable
@@ -17,13 +19,16 @@ from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from weakref import WeakKeyDictionary
 
-from sqlalchemy import select, text
+from sqlalchemy import select, text, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from kynsey.storage.models import AuditEntry, as_utc
+from kynsey.storage.models import AuditEntry, as_utc, table
 
 GENESIS = "0" * 64
 _PG_LOCK_KEY = 0x6B796E73  # "kyns"
+# A write that changes nothing: on SQLite it takes the database's write lock all the same.
+_AUDIT = table(AuditEntry)
+_SQLITE_WRITE_LOCK = update(_AUDIT).where(_AUDIT.c.id.is_(None)).values(id=_AUDIT.c.id)
 # One append lock per event loop: a process serves on one, but tests run a server per thread, each on its
 # own (an asyncio.Lock waited on from two loops raises RuntimeError).
 _locks: WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Lock] = WeakKeyDictionary()
@@ -79,9 +84,7 @@ async def append(db: AsyncSession, record: AuditRecord, *, check: Callable[[], A
     fields = asdict(record)
     if fields["latency_ms"] is not None:
         fields["latency_ms"] = round(float(fields["latency_ms"]), 3)
-    async with _loop_lock():
-        if db.get_bind().dialect.name == "postgresql":
-            await db.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _PG_LOCK_KEY})
+    async with _chain_end_held(db):
         if check is not None:
             await check()
         prev = await db.scalar(select(AuditEntry.hash).order_by(AuditEntry.id.desc()).limit(1)) or GENESIS
@@ -95,3 +98,21 @@ async def append(db: AsyncSession, record: AuditRecord, *, check: Callable[[], A
         db.add(entry)
         await db.commit()
     return entry
+
+
+@contextlib.asynccontextmanager
+async def _chain_end_held(db: AsyncSession):
+    """Hold the end of the chain for ``db``'s transaction, until the append commits.
+
+    SQLite: by its one write lock, which the change being audited may hold already (it wrote before its
+    append), and which serialises writers in every process. Taking an in-process lock instead, after such
+    a change's writes, let an append that held it wait on that change's write lock while the change waited
+    on the append: both stood still for SQLite's busy timeout (10 s), and the append then failed.
+    PostgreSQL: by a transaction-scoped advisory lock, behind an in-process lock."""
+    if db.get_bind().dialect.name == "sqlite":
+        await db.execute(_SQLITE_WRITE_LOCK)  # after flushing what the change holds (autoflush)
+        yield
+        return
+    async with _loop_lock():
+        await db.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _PG_LOCK_KEY})
+        yield
