@@ -3,6 +3,7 @@ whatever one process holds alone and N processes would silently split N ways."""
 
 from __future__ import annotations
 
+import itertools
 import os
 import signal
 import subprocess
@@ -177,3 +178,36 @@ def test_a_reload_that_adds_a_local_tier_is_refused_while_several_workers_run(st
     assert resp.status_code == 422 and error["code"] == "invalid_catalog" and error["tier"] == "local", error
     assert "2 worker processes each would load its own copy" in error["message"]
     assert [t["tier"] for t in admin.get("/api/models/tiers").json()["tiers"]] == ["standard", "pro", "code"]
+
+
+CRASH_LOOP = """
+import socket, sys, time
+from kynsey.web import workers
+
+def serve_one(sock, watch_parent):  # starts, then dies at once, every time: a crash loop
+    with open(sys.argv[1], "a") as starts:
+        starts.write(f"{time.monotonic()}\\n")
+    return True
+
+workers.Workers(1, socket.socket(), serve_one, 1.0).run()
+"""
+
+
+def test_a_worker_that_keeps_dying_young_is_replaced_ever_more_slowly(tmp_path):
+    from kynsey.web.workers import FIRST_PAUSE
+
+    starts = tmp_path / "starts"
+    proc = subprocess.Popen([sys.executable, "-c", CRASH_LOOP, str(starts)], stderr=subprocess.PIPE, text=True)
+    try:
+        eventually(lambda: starts.exists() and len(starts.read_text().split()) >= 4, "four workers started")
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=30) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    times = [float(t) for t in starts.read_text().split()]
+    pauses = [later - earlier for earlier, later in itertools.pairwise(times)]
+    for n, pause in enumerate(pauses[:3]):  # 0.5, 1, 2 s: not ten forks a second
+        assert pause >= FIRST_PAUSE * 2**n, pauses
+    assert "starting another in 0.5 s" in proc.stderr.read()

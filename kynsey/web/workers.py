@@ -11,7 +11,10 @@ the kernel hands each new connection to one of them. The parent only supervises:
   'interrupted'); a second Ctrl+C makes them quit at once; a worker still there
   after the bound is killed (its replies are left to the recovery sweep).
 - A worker that dies after it started (killed, out of memory) is replaced; one
-  that never started stops the whole service with exit status 1.
+  that never started stops the whole service with exit status 1. A worker that
+  dies young (within ``YOUNG_SECONDS``) is replaced after a pause that doubles
+  with each such death in a row, from ``FIRST_PAUSE`` to ``LONGEST_PAUSE``: a
+  worker that crashes as it starts serving is not forked ten times a second.
 - Workers run in their own process group, so a terminal's Ctrl+C reaches the
   parent alone (which forwards it once, not twice), and each watches a pipe
   from the parent: should the parent die without a word (SIGKILL), the workers
@@ -20,6 +23,7 @@ the kernel hands each new connection to one of them. The parent only supervises:
 
 from __future__ import annotations
 
+import bisect
 import functools
 import logging
 import os
@@ -33,6 +37,9 @@ log = logging.getLogger("kynsey")
 NEVER_STARTED = 3  # a worker's exit status when it did not get to serve (uvicorn's STARTUP_FAILURE)
 POLL_SECONDS = 0.1
 KILL_MARGIN = 5.0  # beyond a worker's own shutdown bound, before the parent kills it
+YOUNG_SECONDS = 30.0  # a worker that served less long died young: maybe a crash loop
+FIRST_PAUSE = 0.5  # before replacing a worker that died young; doubled for each such death in a row
+LONGEST_PAUSE = 30.0
 
 
 class Workers:
@@ -47,7 +54,9 @@ class Workers:
         self.sock = sock
         self.serve_one = serve_one
         self.shutdown_bound = shutdown_bound + KILL_MARGIN
-        self.pids: set[int] = set()
+        self.pids: dict[int, float] = {}  # pid -> when it was forked
+        self.due: list[float] = []  # when replacements are to be forked, soonest first
+        self.pause = 0.0  # before the next replacement of a worker that died young
         self.stopping_since: float | None = None
         self.failed = False
         self._alive_r, self._alive_w = os.pipe()  # the workers' line to the parent: EOF when it is gone
@@ -58,8 +67,9 @@ class Workers:
         signal.signal(signal.SIGINT, self._on_signal)
         for _ in range(self.count):
             self._fork()
-        while self.pids:
+        while self.pids or (self.due and self.stopping_since is None):
             self._reap()
+            self._replace()
             if self.stopping_since is not None and time.monotonic() - self.stopping_since > self.shutdown_bound:
                 self._send(signal.SIGKILL)
             time.sleep(POLL_SECONDS)
@@ -86,7 +96,7 @@ class Workers:
             done, status = os.waitpid(pid, os.WNOHANG)
             if done == 0:
                 continue
-            self.pids.discard(pid)
+            lived = time.monotonic() - self.pids.pop(pid)
             if self.stopping_since is not None:
                 continue
             if os.waitstatus_to_exitcode(status) == NEVER_STARTED:
@@ -94,14 +104,21 @@ class Workers:
                 self.failed = True
                 self._on_signal(signal.SIGTERM, None)
             else:
-                log.warning("worker %d ended (exit status %d); starting another",
-                            pid, os.waitstatus_to_exitcode(status))
-                self._fork()
+                self.pause = 0.0 if lived >= YOUNG_SECONDS else min(max(2 * self.pause, FIRST_PAUSE), LONGEST_PAUSE)
+                log.warning("worker %d ended (exit status %d) after %.1f s; starting another in %.1f s",
+                            pid, os.waitstatus_to_exitcode(status), lived, self.pause)
+                bisect.insort(self.due, time.monotonic() + self.pause)
+
+    def _replace(self) -> None:
+        """Fork the replacements that are due."""
+        while self.due and self.due[0] <= time.monotonic() and self.stopping_since is None:
+            self.due.pop(0)
+            self._fork()
 
     def _fork(self) -> None:
         pid = os.fork()
         if pid:
-            self.pids.add(pid)
+            self.pids[pid] = time.monotonic()
             return
         code = NEVER_STARTED
         try:  # the worker: never returns into the parent's code
