@@ -26,8 +26,8 @@ from kynsey.storage.models import AuditEntry, as_utc, table
 
 GENESIS = "0" * 64
 _PG_LOCK_KEY = 0x6B796E73  # "kyns"
-# A write that changes nothing: on SQLite it takes the database's write lock all the same.
 _AUDIT = table(AuditEntry)
+# A write that changes nothing: on SQLite it takes the database's write lock all the same.
 _SQLITE_WRITE_LOCK = update(_AUDIT).where(_AUDIT.c.id.is_(None)).values(id=_AUDIT.c.id)
 # One append lock per event loop: a process serves on one, but tests run a server per thread, each on its
 # own (an asyncio.Lock waited on from two loops raises RuntimeError).
