@@ -2,8 +2,8 @@
 
 Each entry's hash covers its own fields and the previous entry's hash, so an
 altered or removed row breaks the chain where it happened. Appends are
-serialised (``_chain_end_held``): on SQLite by its one write lock, on PostgreSQL
-by an in-process lock and a transaction-scoped advisory lock, so that instances
+serialised (``_chain_end_held``): in line in each process, then by SQLite's one
+write lock or PostgreSQL's transaction-scoped advisory lock, so that processes
 sharing the database keep one chain. There is no function here, or anywhere in
 Kynsey, that updates or deletes audit rows.
 """
@@ -104,15 +104,26 @@ async def append(db: AsyncSession, record: AuditRecord, *, check: Callable[[], A
 async def _chain_end_held(db: AsyncSession):
     """Hold the end of the chain for ``db``'s transaction, until the append commits.
 
-    SQLite: by its one write lock, which the change being audited may hold already (it wrote before its
-    append), and which serialises writers in every process. Taking an in-process lock instead, after such
-    a change's writes, let an append that held it wait on that change's write lock while the change waited
-    on the append: both stood still for SQLite's busy timeout (10 s), and the append then failed.
-    PostgreSQL: by a transaction-scoped advisory lock, behind an in-process lock."""
-    if db.get_bind().dialect.name == "sqlite":
-        await db.execute(_SQLITE_WRITE_LOCK)  # after flushing what the change holds (autoflush)
-        yield
+    Appends wait in line (an in-process lock: first come, first served), then take the
+    database's own lock: on SQLite its one write lock, which serialises writers in every
+    process; on PostgreSQL a transaction-scoped advisory lock, which serialises instances.
+    On SQLite a change that wrote before its append holds the write lock already, so it
+    goes first: in line it would wait on the append at the head, which waits for that
+    lock (both stood still for the busy timeout, 10 s, and the append then failed)."""
+    sqlite = db.get_bind().dialect.name == "sqlite"
+    if sqlite and await _holds_sqlite_write_lock(db):
+        yield  # no one else writes until it commits: those in line wait for it, not it for them
         return
     async with _loop_lock():
-        await db.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _PG_LOCK_KEY})
+        if sqlite:
+            await db.execute(_SQLITE_WRITE_LOCK)  # after flushing what the change holds (autoflush)
+        else:
+            await db.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _PG_LOCK_KEY})
         yield
+
+
+async def _holds_sqlite_write_lock(db: AsyncSession) -> bool:
+    """Whether ``db``'s SQLite transaction has written: the driver begins one at its first write,
+    which takes the write lock (changes not yet flushed are not written)."""
+    driver = (await (await db.connection()).get_raw_connection()).driver_connection
+    return driver is not None and bool(driver.in_transaction)
