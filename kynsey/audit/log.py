@@ -107,18 +107,24 @@ async def _chain_end_held(db: AsyncSession):
     Appends wait in line (an in-process lock: first come, first served), then take the
     database's own lock: on SQLite its one write lock, which serialises writers in every
     process; on PostgreSQL a transaction-scoped advisory lock, which serialises instances.
-    On SQLite a change that wrote before its append holds the write lock already, so it
-    goes first: in line it would wait on the append at the head, which waits for that
-    lock (both stood still for the busy timeout, 10 s, and the append then failed)."""
-    sqlite = db.get_bind().dialect.name == "sqlite"
-    if sqlite and await _holds_sqlite_write_lock(db):
-        yield  # no one else writes until it commits: those in line wait for it, not it for them
-        return
-    async with _loop_lock():
-        if sqlite:
+    Whoever holds the end of the chain must never wait for a lock that one waiting behind
+    it holds (neither database sees the in-process line: both would stand still for a
+    timeout, 10 or 15 s, and then fail):
+    - on SQLite a change that wrote before its append holds the write lock already, so it
+      goes first, skipping the line;
+    - on PostgreSQL a change's own writes are flushed before it waits: it takes its row
+      locks first, and at the end of the chain it only reads the last hash and inserts."""
+    if db.get_bind().dialect.name == "sqlite":
+        if await _holds_sqlite_write_lock(db):
+            yield  # no one else writes until it commits: those in line wait for it, not it for them
+            return
+        async with _loop_lock():
             await db.execute(_SQLITE_WRITE_LOCK)  # after flushing what the change holds (autoflush)
-        else:
-            await db.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _PG_LOCK_KEY})
+            yield
+        return
+    await db.flush()
+    async with _loop_lock():
+        await db.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _PG_LOCK_KEY})
         yield
 
 
