@@ -336,3 +336,44 @@ def test_a_change_that_wrote_before_its_audit_entry_does_not_stall_another(serve
     assert report.ok, report
     assert [e.subject for e in audit(server, "user_passwd")] == ["ann"]
     assert [e.subject for e in audit(server, "plan_change")] == ["ann"]
+
+
+def test_a_user_changes_their_own_password_keeping_this_session(server):
+    """F21 "change": the current password is required and guarded as a login is; the session it is changed
+    from stays, the user's other sessions end, tokens stay; each attempt is audited."""
+    token = server.add_user("ann", "standard", password=PASSWORD)
+    page, _ = login(server, "ann")
+    other_page, _ = login(server, "ann")
+    headers = {"X-CSRF-Token": page.get("/api/auth/me").json()["csrf_token"]}
+
+    def change(current: str, new: str):
+        return page.put("/api/auth/password", json={"current_password": current, "password": new}, headers=headers)
+
+    resp = change("not my password", "a brand new secret")
+    assert resp.status_code == 403 and resp.json()["error"]["field"] == "current_password", resp.text
+    assert change(PASSWORD, "short").status_code == 422
+    assert page.put("/api/auth/password", json={"current_password": PASSWORD, "password": "a brand new secret"}
+                    ).status_code == 403  # a cookie write without its CSRF token
+    resp = change(PASSWORD, "a brand new secret")
+    assert resp.status_code == 200 and resp.json() == {"sessions": 1, "tokens": 0, "conversations": 0}, resp.text
+    assert page.get("/api/auth/me").status_code == 200  # this session stays
+    assert other_page.get("/api/auth/me").status_code == 401  # the other one ended at once
+    assert server.client(token).get("/api/auth/me").status_code == 200  # tokens stay
+    assert login(server, "ann")[1].status_code == 401
+    assert login(server, "ann", "a brand new secret")[1].status_code == 200
+    entries = audit(server, "user_passwd")
+    assert [(e.actor, e.result) for e in entries] == [("ann", "failed"), ("ann", "ok")]
+    assert entries[-1].details == '{"own": true, "sessions_ended": 1}'
+
+
+def test_wrong_current_passwords_count_as_failed_logins(server):
+    """Changing a password cannot be used to guess the current one past the failed-login limit."""
+    token = server.add_user("ann", "standard", password=PASSWORD)
+    client = server.client(token)
+    codes = [client.put("/api/auth/password", json={"current_password": f"guess number {n}", "password": "whatever123"}
+                        ).status_code for n in range(7)]
+    assert codes[:5] == [403] * 5 and codes[5:] == [429, 429], codes  # 5/minute per account in the tests' settings
+    assert login(server, "ann")[1].status_code == 429  # the same count as logins
+    api_only = server.client(server.add_user("bot", "standard"))
+    resp = api_only.put("/api/auth/password", json={"current_password": "anything", "password": "whatever123"})
+    assert resp.status_code == 409 and "no password" in resp.json()["error"]["message"]

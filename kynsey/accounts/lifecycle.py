@@ -1,12 +1,15 @@
 """An account from creation to removal (SPEC F21): password, disable/enable, admin role,
-log out everywhere, delete. The CLI and the admin API call these same functions.
+log out everywhere, delete. The CLI and the admin API call these same functions; a user
+changes their own password with ``change_own_password``.
 
 Each change is audited and committed at once. It holds from the next request
 on, on the instance that made it, and within ``KYNSEY_AUTH_CACHE_SECONDS`` on
 the others, which keep a caller they looked up that long (``callers.py``).
 
 Rules:
-- Setting a password ends the user's browser sessions (tokens stay).
+- Setting a password ends the user's browser sessions (tokens stay). Users changing their
+  own give the current one, checked and limited as a login is; the session they change it
+  from stays.
 - Disabling ends their browser sessions and refuses their tokens until they
   are enabled again (the tokens are kept, not deleted).
 - Deleting removes the user with their conversations and messages, tokens,
@@ -25,12 +28,12 @@ from dataclasses import dataclass
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from kynsey.accounts.secrets import hash_password_off_loop
+from kynsey.accounts.secrets import hash_password_off_loop, verify_password_off_loop
 from kynsey.accounts.service import check_password, get_user
-from kynsey.accounts.sessions import end_sessions
+from kynsey.accounts.sessions import LoginGuard, end_sessions
 from kynsey.accounts.tokens import delete_all_tokens
 from kynsey.audit import AuditRecord, append
-from kynsey.errors import Conflict
+from kynsey.errors import Conflict, PermissionDenied
 from kynsey.storage.models import Conversation, User, utcnow
 
 Check = Callable[[], Awaitable[None]]
@@ -77,6 +80,30 @@ async def set_password(
     user.password_hash = await hash_password_off_loop(check_password(password))
     removed = Removed(sessions=await end_sessions(db, user))
     await _audit(db, "user_passwd", user, actor, request_id, sessions_ended=removed.sessions)
+    return removed
+
+
+async def change_own_password(
+    db: AsyncSession, name: str, current: str, password: str, *, guard: LoginGuard, address: str,
+    keep_session: str | None = None, request_id: str | None = None,
+) -> Removed:
+    """``name`` changes their own password, giving the current one. A wrong one counts as a failed login
+    (``guard``: limited per account and address, audited); their other browser sessions end, the one whose
+    cookie is ``keep_session`` stays, and their API tokens stay."""
+    check_password(password)
+    await guard.check(name, address)
+    user = await get_user(db, name)
+    if user.password_hash is None:
+        raise Conflict(f"'{name}' has no password to change (API tokens only); an admin can set one")
+    if not await verify_password_off_loop(user.password_hash, current):
+        await guard.failed(name, address)
+        record = AuditRecord(actor=name, action="user_passwd", subject=name, result="failed",
+                             reason="wrong current password", request_id=request_id)
+        await append(db, record)
+        raise PermissionDenied("your current password is not right", field="current_password")
+    user.password_hash = await hash_password_off_loop(password)
+    removed = Removed(sessions=await end_sessions(db, user, keep=keep_session))
+    await _audit(db, "user_passwd", user, name, request_id, sessions_ended=removed.sessions, own=True)
     return removed
 
 

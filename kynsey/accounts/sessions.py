@@ -144,6 +144,10 @@ async def logout(db: AsyncSession, token: str) -> None:
     await db.execute(delete(WebSession).where(WebSession.id_hash == token_digest(token)))
 
 
-async def end_sessions(db: AsyncSession, user: User) -> int:
-    """Remove every browser session of ``user`` (the caller audits and commits)."""
-    return await rows_changed(db, delete(WebSession).where(WebSession.user_id == user.id))
+async def end_sessions(db: AsyncSession, user: User, *, keep: str | None = None) -> int:
+    """Remove every browser session of ``user`` but the one whose cookie is ``keep`` (the caller audits and
+    commits)."""
+    stmt = delete(WebSession).where(WebSession.user_id == user.id)
+    if keep is not None:
+        stmt = stmt.where(WebSession.id_hash != token_digest(keep))
+    return await rows_changed(db, stmt)

@@ -148,6 +148,11 @@ class PasswordIn(_Body):
     password: str = Field(min_length=1, max_length=1024)
 
 
+class PasswordChangeIn(_Body):
+    current_password: str = Field(min_length=1, max_length=1024)
+    password: str = Field(min_length=1, max_length=1024, description="the new password")
+
+
 class DisabledIn(_Body):
     disabled: bool
 

@@ -1,17 +1,17 @@
-"""Log in and out of the web page; who am I; log out everywhere."""
+"""Log in and out of the web page; who am I; change my password; log out everywhere."""
 
 from __future__ import annotations
 
 from fastapi import APIRouter, Request, Response
 
 from kynsey.accounts import service as accounts
-from kynsey.accounts.lifecycle import log_out_everywhere
+from kynsey.accounts.lifecycle import change_own_password, log_out_everywhere
 from kynsey.accounts.sessions import LoginGuard
 from kynsey.runtime import Runtime
 from kynsey.storage.models import User
 from kynsey.switching.access import current_tier
 from kynsey.web.deps import SESSION_COOKIE, DbDep, RequestIdDep, RuntimeDep, UserDep
-from kynsey.web.schemas import LoginIn, RemovedPublic, SessionPublic, UserPublic
+from kynsey.web.schemas import LoginIn, PasswordChangeIn, RemovedPublic, SessionPublic, UserPublic
 
 router = APIRouter(prefix="/api/auth", tags=["auth"])
 
@@ -26,9 +26,13 @@ def login_guard(rt: Runtime) -> LoginGuard:
     return LoginGuard(rt.limiter, settings.login_account_limit, settings.login_address_limit, rt.metrics.login)
 
 
+def client_address(request: Request) -> str:
+    return request.client.host if request.client else "unknown"
+
+
 @router.post("/login", responses={429: {"description": "too many failed logins for this name or address"}})
 async def login(body: LoginIn, request: Request, response: Response, rt: RuntimeDep, db: DbDep, rid: RequestIdDep) -> SessionPublic:
-    address = request.client.host if request.client else "unknown"
+    address = client_address(request)
     token, session, user = await accounts.login(
         db, body.name, body.password, rt.settings.session_ttl, guard=login_guard(rt), address=address, request_id=rid
     )
@@ -51,6 +55,18 @@ async def logout(request: Request, response: Response, user: UserDep, db: DbDep)
         await accounts.logout(db, cookie)
         await db.commit()
     response.delete_cookie(SESSION_COOKIE, path="/")
+
+
+@router.put("/password", responses={403: {"description": "the current password is not right"},
+                                     429: {"description": "too many failed logins for this name or address"}})
+async def change_password(body: PasswordChangeIn, request: Request, rt: RuntimeDep, db: DbDep, user: UserDep,
+                          rid: RequestIdDep) -> RemovedPublic:
+    """Change your own password, giving the current one; your other browser sessions end, this one and your
+    API tokens stay."""
+    removed = await change_own_password(db, user.name, body.current_password, body.password, guard=login_guard(rt),
+                                        address=client_address(request), keep_session=request.cookies.get(SESSION_COOKIE),
+                                        request_id=rid)
+    return RemovedPublic(sessions=removed.sessions, tokens=removed.tokens, conversations=removed.conversations)
 
 
 @router.post("/logout-everywhere")
