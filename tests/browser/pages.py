@@ -21,7 +21,7 @@ def add_user(server, name: str, plan: str = "pro", *, admin: bool = False) -> st
 def log_in(page: Page, server, name: str) -> None:
     page.goto(server.url + "/")
     page.get_by_label("User name").fill(name)
-    page.get_by_label("Password").fill(PASSWORD)
+    page.get_by_label("Password", exact=True).fill(PASSWORD)
     page.get_by_role("button", name="Log in").click()
     expect(page.locator("#activeModelDisplay")).to_contain_text("Currently using:")
     expect(page.locator("#userName")).to_have_text(name)
@@ -63,6 +63,7 @@ LOOKS = [
     ("phone-light", "light", {"width": 390, "height": 844}),
     ("phone-dark", "dark", {"width": 390, "height": 844}),
 ]
+IDS = [look[0] for look in LOOKS]
 
 
 def use_look(page: Page, scheme: str, viewport: dict) -> None:

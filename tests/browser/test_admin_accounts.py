@@ -3,9 +3,10 @@ browser (SPEC F19, F21; issue 13 item 3, issue 10 item 8). Screenshots: test-out
 
 from __future__ import annotations
 
+import pytest
 from playwright.sync_api import Page, expect
 
-from tests.browser.pages import PASSWORD, add_user, log_in, shot
+from tests.browser.pages import IDS, LOOKS, PASSWORD, add_user, log_in, shot, use_look
 
 
 def open_admin(page: Page, server, name: str = "root") -> None:
@@ -122,3 +123,36 @@ def test_an_admin_approves_an_upgrade_request_and_sees_a_refused_catalog_reload(
     page.get_by_role("button", name="Reload the catalog file").click()
     expect(page.locator("#catalogNotice")).to_contain_text("plan 'pro' has 1 user(s): sam")
     shot(page, "24-admin-catalog-refused")
+
+
+@pytest.mark.parametrize("name, scheme, viewport", LOOKS, ids=IDS)
+def test_a_user_changes_their_own_password_from_the_account_menu(server, new_page, name, scheme, viewport):
+    add_user(server, "sam", "standard")
+    page = new_page()
+    log_in(page, server, "sam")
+    use_look(page, scheme, viewport)
+    bar = page.locator(".topbar").bounding_box()
+    assert bar is not None and bar["height"] < 60, bar  # the account menu fits on one line, on a phone too
+    assert page.evaluate("document.documentElement.scrollWidth <= document.documentElement.clientWidth")
+    page.get_by_role("button", name="Password").click()
+    dialog = page.get_by_role("dialog", name="Change your password")
+    expect(dialog).to_be_visible()
+    expect(dialog.get_by_label("Current password")).to_be_focused()
+
+    dialog.get_by_label("Current password").fill("not my password")
+    dialog.get_by_label("New password").fill("a fresh password")
+    dialog.get_by_role("button", name="Change password").click()
+    expect(dialog.get_by_role("alert")).to_contain_text("current password is not right")
+    expect(dialog.get_by_label("Current password")).to_be_focused()
+
+    dialog.get_by_label("Current password").fill(PASSWORD)
+    dialog.get_by_label("New password").fill("a fresh password")
+    dialog.get_by_label("New password").press("Enter")
+    expect(dialog.locator("#passwordDone")).to_have_text("Password changed; 0 other browser sessions logged out.")
+    expect(dialog.get_by_role("button", name="Close")).to_be_focused()
+    shot(page, f"26-own-password-{name}")
+    dialog.get_by_role("button", name="Close").click()
+    expect(dialog).to_be_hidden()
+    expect(page.get_by_role("button", name="Log out")).to_be_visible()  # still logged in here
+    assert server.client().post("/api/auth/login", json={"name": "sam", "password": PASSWORD}).status_code == 401
+    assert server.client().post("/api/auth/login", json={"name": "sam", "password": "a fresh password"}).status_code == 200

@@ -10,10 +10,9 @@ import re
 import pytest
 from playwright.sync_api import Page, expect
 
-from tests.browser.pages import LOOKS, add_user, is_phone, log_in, reply, send, shot, use_look, wait_until
+from tests.browser.pages import IDS, LOOKS, add_user, is_phone, log_in, reply, send, shot, use_look, wait_until
 
 LONG = " ".join(f"word{i}" for i in range(3000))  # 3,000 tokens at 30 ms: 90 s unless stopped
-IDS = [look[0] for look in LOOKS]
 
 
 def done(page: Page, index: int = -1) -> None:

@@ -163,7 +163,7 @@ def test_an_expired_session_asks_to_log_in_again_and_keeps_the_draft(server, pag
     page.locator("#composer").evaluate("form => form.requestSubmit()")
     expect(page.get_by_role("alert")).to_have_text("Your session has expired. Log in again to continue.")
     shot(page, "15-session-expired")
-    page.get_by_label("Password").fill("correct horse battery")
+    page.get_by_label("Password", exact=True).fill("correct horse battery")
     page.get_by_role("button", name="Log in").click()
     expect(page.get_by_label("Message", exact=True)).to_have_value("still there?")
 

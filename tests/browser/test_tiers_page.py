@@ -14,7 +14,7 @@ def test_log_in_and_see_each_tier_with_its_status(server, page):
     page.goto(server.url + "/")
     expect(page.get_by_role("heading", name="Log in to Kynsey")).to_be_visible()
     page.get_by_label("User name").fill("alice")
-    page.get_by_label("Password").fill("wrong password")
+    page.get_by_label("Password", exact=True).fill("wrong password")
     page.get_by_role("button", name="Log in").click()
     expect(page.get_by_role("alert")).to_have_text("Wrong user name or password. Check both, then try again.")
     shot(page, "01-login-error")

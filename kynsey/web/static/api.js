@@ -79,6 +79,10 @@ export async function me() {
   return session;
 }
 
+// Your own password, giving the current one: {sessions} your other browser sessions ended.
+export const changePassword = (currentPassword, password) =>
+  call("PUT", "/api/auth/password", { current_password: currentPassword, password });
+
 export async function logout() {
   await call("POST", "/api/auth/logout");
   csrfToken = null;

@@ -5,6 +5,7 @@ import * as api from "./api.js";
 import { announce, show } from "./dom.js";
 import { canStop, initChat, loadConversations, newChat, openFromHash, stopReply } from "./chat.js";
 import { initDrawer } from "./drawer.js";
+import { initPasswordDialog } from "./password.js";
 import { initShortcuts } from "./shortcuts.js";
 import { initThemeSwitch } from "./theme-switch.js";
 import { initSelector, setOpen as openTierPicker } from "./tier-select.js";
@@ -22,6 +23,11 @@ function boot() {
   api.onUnauthenticated((err) => { if (signedIn) showLogin(describeError(err)); });
   $("loginForm").addEventListener("submit", onLogin);
   $("logoutButton").addEventListener("click", onLogout);
+  initPasswordDialog({
+    button: $("passwordButton"), dialog: $("passwordDialog"), form: $("passwordForm"), current: $("currentPassword"),
+    next: $("newPassword"), error: $("passwordError"), done: $("passwordDone"), close: $("passwordClose"),
+    save: $("passwordSave"),
+  });
   api.me().then(
     (session) => enter(session.user),
     (err) => showLogin(err.status === 401 && err.details.reason !== "session_expired" ? "" : describeError(err)),
