@@ -37,7 +37,8 @@ def test_limits_fail_open_to_memory_when_redis_dies_or_freezes(start_server, fak
                           redis_timeout=0.2, redis_retry_seconds=60)
     server.refresh_status()
     client = server.client(server.add_user("alice", "pro"), timeout=10)
-    assert client.post("/api/models/tier", json={"tier": "pro"}).status_code == 200  # counted in Redis
+    first = client.post("/api/models/tier", json={"tier": "pro"})
+    assert first.status_code == 200, first.text  # counted in Redis
     assert client.get("/readyz").json()["checks"]["redis"] == {"ok": True}
 
     if fault == "killed":
