@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import re
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+if TYPE_CHECKING:
+    from kynsey.accounts.lifecycle import Removed
 
 # NUL: PostgreSQL cannot store it in text. A lone surrogate (JSON's "\ud800"): neither
 # database can, it is not valid Unicode. Refused here rather than failing at the database.
@@ -194,6 +197,10 @@ class RemovedPublic(BaseModel):
     sessions: int = Field(description="browser sessions ended")
     tokens: int = Field(description="API tokens revoked")
     conversations: int = Field(description="conversations deleted")
+
+    @classmethod
+    def of(cls, removed: Removed) -> RemovedPublic:
+        return cls(sessions=removed.sessions, tokens=removed.tokens, conversations=removed.conversations)
 
 
 class UpgradeRequestIn(_Body):

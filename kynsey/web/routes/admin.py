@@ -56,10 +56,6 @@ async def _fresh(rt: Runtime, db, name: str) -> AdminUserPublic:
     return await admin_user(rt, user, (await tokens.count_tokens(db)).get(user.id, 0))
 
 
-def _removed(removed: lifecycle.Removed) -> RemovedPublic:
-    return RemovedPublic(sessions=removed.sessions, tokens=removed.tokens, conversations=removed.conversations)
-
-
 # -- users ------------------------------------------------------------------------------
 @router.get("/users")
 async def list_users(rt: RuntimeDep, db: DbDep, admin: AdminDep) -> AdminUserListPublic:
@@ -103,13 +99,13 @@ async def put_admin(name: str, body: AdminRoleIn, rt: RuntimeDep, db: DbDep, adm
 @router.delete("/users/{name}")
 async def delete_user(name: str, db: DbDep, admin: AdminDep, rid: RequestIdDep) -> RemovedPublic:
     """Delete a user with their conversations, tokens and sessions; the audit log keeps its entries."""
-    return _removed(await lifecycle.delete_user(db, name, actor=admin.name, request_id=rid))
+    return RemovedPublic.of(await lifecycle.delete_user(db, name, actor=admin.name, request_id=rid))
 
 
 @router.post("/users/{name}/logout")
 async def logout_user(name: str, body: LogoutAllIn, db: DbDep, admin: AdminDep, rid: RequestIdDep) -> RemovedPublic:
     """Log a user out everywhere: end their browser sessions (and with ``tokens``, revoke their API tokens)."""
-    return _removed(await lifecycle.log_out_everywhere(db, name, actor=admin.name, tokens=body.tokens, request_id=rid))
+    return RemovedPublic.of(await lifecycle.log_out_everywhere(db, name, actor=admin.name, tokens=body.tokens, request_id=rid))
 
 
 @router.get("/users/{name}/tokens")

@@ -66,7 +66,7 @@ async def change_password(body: PasswordChangeIn, request: Request, rt: RuntimeD
     removed = await change_own_password(db, user.name, body.current_password, body.password, guard=login_guard(rt),
                                         address=client_address(request), keep_session=request.cookies.get(SESSION_COOKIE),
                                         request_id=rid)
-    return RemovedPublic(sessions=removed.sessions, tokens=removed.tokens, conversations=removed.conversations)
+    return RemovedPublic.of(removed)
 
 
 @router.post("/logout-everywhere")
@@ -74,7 +74,7 @@ async def logout_everywhere(response: Response, user: UserDep, db: DbDep, rid: R
     """End every browser session of the caller (this one included); API tokens stay."""
     removed = await log_out_everywhere(db, user.name, actor=user.name, request_id=rid)
     response.delete_cookie(SESSION_COOKIE, path="/")
-    return RemovedPublic(sessions=removed.sessions, tokens=removed.tokens, conversations=removed.conversations)
+    return RemovedPublic.of(removed)
 
 
 @router.get("/me")
