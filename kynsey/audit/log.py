@@ -119,7 +119,9 @@ async def _chain_end_held(db: AsyncSession):
             yield  # no one else writes until it commits: those in line wait for it, not it for them
             return
         async with _loop_lock():
-            await db.execute(_SQLITE_WRITE_LOCK)  # after flushing what the change holds (autoflush)
+            await db.flush()  # what the change holds (a switch: the user's tier) takes the lock if anything does
+            if not await _holds_sqlite_write_lock(db):
+                await db.execute(_SQLITE_WRITE_LOCK)
             yield
         return
     await db.flush()
