@@ -30,6 +30,10 @@ PG_URL = os.environ.get("KYNSEY_TEST_DATABASE_URL")
 # back to SmolLM2. Tests of the built-in catalog itself pass tiers=None.
 OLLAMA_TIERS = Path(__file__).parent / "catalogs" / "ollama-tiers.toml"
 REDIS_URL = os.environ.get("KYNSEY_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
+# Tests of what instances share through a healthy Redis give each call 5 s, not the default 0.25 s:
+# on a loaded machine a call (the first opens a connection) can take longer, and the fallback to
+# this instance's memory (test_redis_faults) would then break the very sharing they check.
+HEALTHY_REDIS_TIMEOUT = 5.0
 DEFAULT_MODELS = {
     "llama3.2:3b-instruct-fp16": 6_433_687_776,
     "qwen2.5:14b-instruct": 8_988_124_069,

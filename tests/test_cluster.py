@@ -16,7 +16,7 @@ import pytest
 from sqlalchemy import insert
 
 from kynsey.storage.models import Message
-from tests.conftest import REDIS_URL
+from tests.conftest import HEALTHY_REDIS_TIMEOUT, REDIS_URL
 from tests.live import eventually, metric
 from tests.sse import collect, events, text_of
 
@@ -31,7 +31,8 @@ def pair(start_server, fake_ollama):
 
     def start(**overrides):
         prefix = f"kynsey-test-{uuid.uuid4().hex[:8]}"
-        values = {"ollama_host": fake_ollama.url, "redis_url": REDIS_URL, "redis_prefix": prefix, **overrides}
+        values = {"ollama_host": fake_ollama.url, "redis_url": REDIS_URL, "redis_prefix": prefix,
+                  "redis_timeout": HEALTHY_REDIS_TIMEOUT, **overrides}
         one, two = start_server(**values), start_server(**values)
         one.refresh_status()
         two.refresh_status()

@@ -33,7 +33,7 @@ from sqlalchemy import select
 
 from kynsey.storage.db import make_engine
 from kynsey.storage.models import Message
-from tests.conftest import OLLAMA_TIERS, REDIS_URL
+from tests.conftest import HEALTHY_REDIS_TIMEOUT, OLLAMA_TIERS, REDIS_URL
 from tests.live import eventually, free_port
 from tests.pg import private_database
 from tests.sse import events, text_of
@@ -161,6 +161,7 @@ def cluster(tmp_path_factory) -> Iterator[Cluster]:
             **os.environ,
             "KYNSEY_DATABASE_URL": db_url,
             "KYNSEY_REDIS_URL": REDIS_URL,
+            "KYNSEY_REDIS_TIMEOUT": str(HEALTHY_REDIS_TIMEOUT),
             "KYNSEY_REDIS_PREFIX": f"kynsey-lb-{uuid.uuid4().hex[:8]}",
             "KYNSEY_TIERS": str(OLLAMA_TIERS),
             "KYNSEY_DATA_DIR": str(tmp / "data"),

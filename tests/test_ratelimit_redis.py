@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import uuid
 
-from tests.conftest import REDIS_URL
+from tests.conftest import HEALTHY_REDIS_TIMEOUT, REDIS_URL
 
 
 def test_the_limit_holds_exactly_across_two_instances(start_server, fake_ollama):
     prefix = f"kynsey-test-{uuid.uuid4().hex[:8]}"
-    one = start_server(ollama_host=fake_ollama.url, redis_url=REDIS_URL, redis_prefix=prefix)
-    two = start_server(ollama_host=fake_ollama.url, redis_url=REDIS_URL, redis_prefix=prefix)
+    shared = dict(ollama_host=fake_ollama.url, redis_url=REDIS_URL, redis_prefix=prefix, redis_timeout=HEALTHY_REDIS_TIMEOUT)
+    one, two = start_server(**shared), start_server(**shared)
     for server in (one, two):  # both see the tiers ready before the first switch: a 503 counts nothing
         server.refresh_status()
     token = one.add_user("alice", "pro")
