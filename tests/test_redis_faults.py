@@ -33,8 +33,9 @@ def test_every_redis_key_starts_with_the_configured_prefix(start_server, fake_ol
 @pytest.mark.parametrize("fault", ["killed", "frozen"])
 def test_limits_fail_open_to_memory_when_redis_dies_or_freezes(start_server, fake_ollama, throwaway_redis, fault):
     proc, url = throwaway_redis
+    # No background status refresh: under load a probe past its 0.5 s would make the tier unavailable (503).
     server = start_server(ollama_host=fake_ollama.url, redis_url=url, switch_rate_limit="4/minute",
-                          redis_timeout=0.2, redis_retry_seconds=60)
+                          redis_timeout=0.2, redis_retry_seconds=60, status_refresh=600)
     server.refresh_status()
     client = server.client(server.add_user("alice", "pro"), timeout=10)
     first = client.post("/api/models/tier", json={"tier": "pro"})
