@@ -58,3 +58,35 @@ def test_limits_fail_open_to_memory_when_redis_dies_or_freezes(start_server, fak
     assert ready.json()["checks"]["redis"]["ok"] is False and "redis" in ready.json()["down"]
     assert metric(server, "kynsey_redis_errors_total") >= 1
     assert metric(server, "kynsey_ratelimit_fallback") == 1
+
+
+@pytest.mark.parametrize("fault", ["killed", "frozen"])
+def test_logins_and_password_changes_go_on_guarded_in_memory_when_redis_fails(start_server, fake_ollama,
+                                                                            throwaway_redis, fault):
+    """The failed-login limit counts in this instance's memory while Redis fails: a right password still
+    logs in and changes, and wrong ones are still refused past the limit (5/minute per account)."""
+    proc, url = throwaway_redis
+    server = start_server(ollama_host=fake_ollama.url, redis_url=url, redis_timeout=0.2, redis_retry_seconds=60)
+    server.add_user("ann", "standard", password="correct horse battery")
+    if fault == "killed":
+        proc.kill()
+        proc.wait(10)
+    else:
+        os.kill(proc.pid, signal.SIGSTOP)
+
+    def login(password: str):
+        client = server.client(timeout=10)
+        return client, client.post("/api/auth/login", json={"name": "ann", "password": password})
+
+    page, resp = login("correct horse battery")
+    assert resp.status_code == 200, resp.text
+    csrf = {"X-CSRF-Token": page.get("/api/auth/me").json()["csrf_token"]}
+    resp = page.put("/api/auth/password", headers=csrf,
+                    json={"current_password": "correct horse battery", "password": "a brand new secret"})
+    assert resp.status_code == 200, resp.text
+    assert login("correct horse battery")[1].status_code == 401  # 1 failure counted
+    codes = [page.put("/api/auth/password", headers=csrf, json={"current_password": f"guess {n}", "password": "x" * 12}
+                      ).status_code for n in range(5)]
+    assert codes == [403] * 4 + [429], codes  # failures 2-5, then the limit holds in memory
+    assert login("a brand new secret")[1].status_code == 429  # ... for logins to the account too
+    assert metric(server, "kynsey_ratelimit_fallback") == 1
