@@ -56,6 +56,8 @@ PAIRS = [
     ("missing", "panel", GRAPHIC, "status dot: missing"),
     ("unreachable", "panel", GRAPHIC, "status dot: unreachable"),
     ("degraded", "panel", GRAPHIC, "status dot: degraded"),
+    *((f"chart-{n}", "panel", GRAPHIC, "a dashboard chart's series") for n in range(1, 9)),
+    ("chart-error", "panel", GRAPHIC, "a dashboard chart's series: error"),
 ]
 HEX = r"#[0-9a-fA-F]{6}"
 

@@ -1,10 +1,31 @@
-"""The admin page in a real browser (SPEC F7, F9, F14): change a plan, read the audit log."""
+"""The admin page in a real browser (SPEC F7, F9, F14): change a plan, read the audit log, either theme."""
 
 from __future__ import annotations
 
-from playwright.sync_api import expect
+import pytest
+from playwright.sync_api import Page, expect
 
-from tests.browser.pages import add_user, log_in, open_selector, option, shot
+from tests.browser.pages import (
+    IDS,
+    LOOKS,
+    add_user,
+    is_phone,
+    log_in,
+    open_selector,
+    option,
+    shot,
+    use_look,
+    wait_until,
+)
+
+# Every colour a chart's canvas holds, as "r,g,b" (getImageData gives colours without premultiplied alpha,
+# so the anti-aliased edges of a line or a letter keep its colour).
+CANVAS_COLOURS = """canvas => {
+  const data = canvas.getContext("2d").getImageData(0, 0, canvas.width, canvas.height).data;
+  const found = new Set();
+  for (let i = 0; i < data.length; i += 4) if (data[i + 3] > 100) found.add(`${data[i]},${data[i + 1]},${data[i + 2]}`);
+  return [...found];
+}"""
 
 
 def test_an_admin_changes_a_plan_and_the_user_gets_the_tier(server, new_page):
@@ -77,3 +98,42 @@ def test_the_dashboard_saves_the_flag_and_verifies_the_audit_chain(server, page)
     assert (flag["state"], flag["percent"], flag["allow"], flag["updated_by"]) == ("percentage", 25, ["sam", "ann"], "root")
     dash.get_by_role("button", name="Verify the hash chain").click()
     expect(dash).to_contain_text("chain intact:")
+
+
+def _rgb(hex_colour: str) -> str:
+    return ",".join(str(int(hex_colour[i:i + 2], 16)) for i in (1, 3, 5))
+
+
+def _variable(page: Page, name: str) -> str:
+    return page.evaluate(f"getComputedStyle(document.documentElement).getPropertyValue('--{name}').trim()")
+
+
+@pytest.mark.parametrize("name, scheme, viewport", LOOKS, ids=IDS)
+def test_the_admin_page_follows_the_theme_charts_included(server, new_page, name, scheme, viewport):
+    add_user(server, "root", "pro", admin=True)
+    page = new_page()
+    log_in(page, server, "root")
+    use_look(page, scheme, viewport)  # the system's scheme: the chat page has no choice stored yet
+    page.goto(server.url + "/admin.html")
+    expect(page.locator("html")).to_have_attribute("data-theme", scheme)
+    canvas = page.locator("section#dashboard canvas").first
+    expect(canvas).to_be_visible()
+    grid = {theme: None for theme in ("light", "dark")}
+
+    def drawn_in(theme: str) -> None:
+        expect(page.locator("html")).to_have_attribute("data-theme", theme)
+        grid[theme] = _rgb(_variable(page, "border"))
+        wait_until(lambda: grid[theme] in canvas.evaluate(CANVAS_COLOURS), f"the charts' grid drawn in the {theme} theme")
+
+    drawn_in(scheme)
+    assert page.evaluate("document.documentElement.scrollWidth <= innerWidth"), "the page scrolls sideways"
+    if not is_phone(viewport):
+        top = page.locator("header.topbar").bounding_box()
+        assert top is not None and top["height"] < 60, top  # one line
+    shot(page, f"27-admin-theme-{name}")
+    other = "light" if scheme == "dark" else "dark"
+    page.get_by_role("button", name="Dark theme").click()  # the same switch as on the chat page, remembered
+    drawn_in(other)
+    assert grid[scheme] not in canvas.evaluate(CANVAS_COLOURS)  # drawn again, not drawn over
+    page.goto(server.url + "/")
+    expect(page.locator("html")).to_have_attribute("data-theme", other)

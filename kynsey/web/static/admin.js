@@ -8,11 +8,13 @@ import { initAudit, reloadAudit } from "./admin-audit.js";
 import { initCatalog, loadCatalog } from "./admin-catalog.js";
 import { initUpgrades, loadUpgrades } from "./admin-upgrades.js";
 import { initUsers, loadUsers } from "./admin-users.js";
+import { initThemeSwitch } from "./theme-switch.js";
 import { describeError } from "./words.js";
 
 const $ = (id) => document.getElementById(id);
 
 async function boot() {
+  initThemeSwitch($("themeToggle"));
   let session;
   try {
     session = await api.me();

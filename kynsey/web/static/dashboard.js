@@ -7,12 +7,16 @@ import * as api from "./api.js";
 import { el } from "./dom.js";
 
 const REFRESH_MS = 15000;
-const COLORS = ["#1f5fd6", "#1a7f37", "#c77700", "#8250df", "#cf222e", "#0a7ea4", "#bf3989", "#59636e"];
+// Colours are style.css's variables (light and dark), named here and read when a chart is drawn.
+const COLORS = ["chart-1", "chart-2", "chart-3", "chart-4", "chart-5", "chart-6", "chart-7", "chart-8"];
 const RESULT_COLORS = {
-  ready: "#1a7f37", unchanged: "#8c959f", warming: "#c77700", failed: "#cf222e", unavailable: "#e16f24",
-  error: "#82071e", denied: "#8250df", rate_limited: "#bf3989", unknown_tier: "#59636e", feature_disabled: "#0a7ea4",
+  ready: "ready", unchanged: "missing", warming: "warming", failed: "unreachable", unavailable: "degraded",
+  error: "chart-error", denied: "chart-4", rate_limited: "chart-7", unknown_tier: "chart-8", feature_disabled: "chart-6",
 };
 let section = null;
+let redraws = []; // the charts shown, drawn again when the theme changes
+
+const colour = (name) => getComputedStyle(document.documentElement).getPropertyValue(`--${name}`).trim();
 
 const pct = (x, digits = 1) => (x === null || x === undefined ? "-" : `${(x * 100).toFixed(digits)}%`);
 const ms = (x) => (x === null || x === undefined ? "-" : `${Math.round(x)} ms`);
@@ -20,7 +24,7 @@ const when = (iso) => (iso ? new Date(iso).toLocaleString() : "-");
 const hhmm = (minute) => minute.slice(11, 16);
 
 // -- charts --------------------------------------------------------------------------
-// series: [{name, color, values: (number|null)[]}]; options: {format, threshold: {value, label}}
+// series: [{name, color (a variable's name), values: (number|null)[]}]; options: {format, threshold: {value, label}}
 function drawChart(canvas, minutes, series, options = {}) {
   const ratio = window.devicePixelRatio || 1;
   const width = canvas.clientWidth || 640;
@@ -44,8 +48,8 @@ function drawChart(canvas, minutes, series, options = {}) {
   const format = options.format || ((v) => String(Math.round(v)));
 
   ctx.font = "11px system-ui, sans-serif";
-  ctx.fillStyle = "#59636e";
-  ctx.strokeStyle = "#d1d9e0";
+  ctx.fillStyle = colour("muted");
+  ctx.strokeStyle = colour("border");
   ctx.lineWidth = 1;
   for (let k = 0; k <= 4; k++) {
     const v = (top * k) / 4;
@@ -60,13 +64,13 @@ function drawChart(canvas, minutes, series, options = {}) {
   });
   if (options.threshold) {
     ctx.save();
-    ctx.strokeStyle = "#cf222e";
+    ctx.strokeStyle = colour("unreachable");
     ctx.setLineDash([6, 4]);
     ctx.beginPath();
     ctx.moveTo(pad.left, y(options.threshold.value));
     ctx.lineTo(pad.left + plotW, y(options.threshold.value));
     ctx.stroke();
-    ctx.fillStyle = "#cf222e";
+    ctx.fillStyle = ctx.strokeStyle;
     ctx.fillText(options.threshold.label, pad.left + plotW - 90, y(options.threshold.value) - 4);
     ctx.restore();
   }
@@ -75,8 +79,7 @@ function drawChart(canvas, minutes, series, options = {}) {
     return;
   }
   for (const s of series) {
-    ctx.strokeStyle = s.color;
-    ctx.fillStyle = s.color;
+    ctx.strokeStyle = ctx.fillStyle = colour(s.color);
     ctx.lineWidth = 2;
     ctx.beginPath();
     let drawing = false;
@@ -100,7 +103,7 @@ function drawBars(ctx, minutes, series, x, y, plotW) {
     for (const s of series) {
       const v = s.values[i] || 0;
       if (!v) continue;
-      ctx.fillStyle = s.color;
+      ctx.fillStyle = colour(s.color);
       ctx.fillRect(x(i) - barW / 2, y(base + v), barW, y(base) - y(base + v));
       base += v;
     }
@@ -112,13 +115,15 @@ function chartFigure(title, minutes, series, options, summary) {
   const legend = el("ul", { class: "dashboard-legend" });
   for (const s of series) {
     const swatch = el("span", { class: "swatch", "aria-hidden": "true" });
-    swatch.style.background = s.color; // CSSOM, not a style attribute: the CSP allows no inline style
+    swatch.style.background = `var(--${s.color})`; // CSSOM, not a style attribute: the CSP allows no inline style
     legend.append(el("li", {}, swatch, ` ${s.name}`));
   }
   if (!series.length) legend.append(el("li", {}, "no data in the last hour"));
   const figure = el("figure", { class: "dashboard-chart" }, el("figcaption", {},
     el("strong", {}, title), el("span", { class: "muted" }, ` ${summary}`)), canvas, legend);
-  requestAnimationFrame(() => drawChart(canvas, minutes, series, options));
+  const draw = () => drawChart(canvas, minutes, series, options);
+  redraws.push(draw);
+  requestAnimationFrame(draw);
   return figure;
 }
 
@@ -126,6 +131,7 @@ const total = (values) => values.reduce((a, v) => a + (v || 0), 0);
 const last = (values) => [...values].reverse().find((v) => v !== null && v !== undefined) ?? null;
 
 function charts(data) {
+  redraws = [];
   const switchSeries = Object.entries(data.switches).map(([result, values], i) => ({
     name: `${result} (${total(values)})`, color: RESULT_COLORS[result] || COLORS[i % COLORS.length], values,
   }));
@@ -138,11 +144,11 @@ function charts(data) {
     chartFigure("Switches per minute, by result", data.minutes, switchSeries, { bars: true, integer: true },
       `${attempts} switch attempts in the last hour.`),
     chartFigure("Switch error rate per minute", data.minutes,
-      [{ name: "error rate (failed + unavailable over valid attempts)", color: "#cf222e", values: data.error_rate }],
+      [{ name: "error rate (failed + unavailable over valid attempts)", color: "unreachable", values: data.error_rate }],
       { format: (v) => pct(v, 1), threshold: { value: data.error_rate_limit, label: `limit ${pct(data.error_rate_limit, 0)}` }, min: data.error_rate_limit * 2 },
       `Latest minute with switches: ${pct(rate, 2)}; the guard's limit is ${pct(data.error_rate_limit, 0)}.`),
     chartFigure("Time to first token per model (mean per minute)", data.minutes, ttftSeries,
-      { format: (v) => `${Math.round(v)} ms` }, `${ttftSeries.length} models answered in the last hour.`));
+      { format: (v) => `${Math.round(v)} ms`, integer: true }, `${ttftSeries.length} models answered in the last hour.`));
 }
 
 // -- flag, banner, guard -------------------------------------------------------------
@@ -241,6 +247,8 @@ async function start() {
   try { await api.me(); } catch { /* refresh() says so */ }
   await refresh();
   setInterval(() => { if (!document.hidden) refresh(); }, REFRESH_MS);
+  new MutationObserver(() => redraws.forEach((draw) => draw()))
+    .observe(document.documentElement, { attributeFilter: ["data-theme"] });
 }
 
 if (document.readyState === "loading") document.addEventListener("DOMContentLoaded", start);
