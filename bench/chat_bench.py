@@ -11,7 +11,8 @@ PostgreSQL (a private database). For each database, in one run:
   to the backend, each Kynsey request in a fresh conversation created before the
   clock starts; p50 and p99 of both, and the difference. Interleaved too: the
   same request through ``bench/floor_relay.py``, the least an app on Kynsey's
-  stack (FastAPI, uvicorn, aiohttp) adds, so that Kynsey's own share shows;
+  stack (FastAPI, uvicorn, aiohttp) adds, so that Kynsey's own share shows, and through the
+  same relay as a bare ASGI app (no FastAPI), so that the framework's share shows;
 - one stream of 200 and of 2,000 tokens: tokens/s through Kynsey over direct, the
   median of 15 interleaved runs, and through the floor beside it (a stream of 200
   tokens lasts under 2 ms here, so its ratio is mostly the time to first token);
@@ -106,23 +107,25 @@ async def new_conversation(client: httpx.AsyncClient) -> str:
     return resp.json()["id"]
 
 
-async def ttft(direct: httpx.AsyncClient, kyn: httpx.AsyncClient, url: str, floor: str,
-               n: int) -> tuple[list[float], list[float], list[float], list[float]]:
-    d, k, o, f = [], [], [], []
-    for _ in range(n):  # interleaved, so all four see the same conditions
+async def ttft(direct: httpx.AsyncClient, kyn: httpx.AsyncClient, url: str, floor: str, bare: str,
+               n: int) -> tuple[list[float], ...]:
+    d, k, o, f, b = [], [], [], [], []
+    for _ in range(n):  # interleaved, so all five see the same conditions
         d.append((await direct_stream(direct, url))[0] * 1000)
         cid = await new_conversation(kyn)  # before the clock starts
         k.append((await kynsey_stream(kyn, cid))[0] * 1000)
         o.append((await openai_stream(kyn, "standard"))[0] * 1000)
         f.append((await direct_stream(direct, floor))[0] * 1000)
-    return d, k, o, f
+        b.append((await direct_stream(direct, bare))[0] * 1000)
+    return d, k, o, f, b
 
 
 @contextlib.contextmanager
-def floor_relay(backend: str):
-    """bench/floor_relay.py served as Kynsey is served (uvloop, httptools) in its own process; yields its URL."""
+def floor_relay(backend: str, app: str = "app"):
+    """bench/floor_relay.py's ``app`` (or ``bare``) served as Kynsey is served (uvloop, httptools) in its own
+    process; yields its URL."""
     port = free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "uvicorn", "bench.floor_relay:app", "--port", str(port),
+    proc = subprocess.Popen([sys.executable, "-m", "uvicorn", f"bench.floor_relay:{app}", "--port", str(port),
                              "--loop", "uvloop", "--http", "httptools", "--log-level", "warning", "--no-access-log"],
                             cwd=ROOT, env={**os.environ, "FLOOR_BACKEND": backend})
     url = f"http://127.0.0.1:{port}"
@@ -219,14 +222,15 @@ def mb(value: int) -> str:
     return f"{value / 2**20:.0f} MB"
 
 
-async def run(args, urls: dict[str, str], floors: dict[str, str], kynsey: Kynsey, token: str, db: str) -> list[tuple[str, str]]:
+async def run(args, urls: dict[str, str], floors: dict[str, str], bare: str, kynsey: Kynsey, token: str,
+              db: str) -> list[tuple[str, str]]:
     headers = {"Authorization": f"Bearer {token}"}
     rows: list[tuple[str, str]] = []
     async with httpx.AsyncClient(timeout=HUNG_AFTER) as direct, httpx.AsyncClient(
         base_url=kynsey.url, headers=headers, timeout=HUNG_AFTER
     ) as kyn:
-        await ttft(direct, kyn, urls["standard"], floors["standard"], 20)  # warm connections and caches
-        d, k, o, f = await ttft(direct, kyn, urls["standard"], floors["standard"], args.ttft_requests)
+        await ttft(direct, kyn, urls["standard"], floors["standard"], bare, 20)  # warm connections and caches
+        d, k, o, f, b = await ttft(direct, kyn, urls["standard"], floors["standard"], bare, args.ttft_requests)
         rows.append((f"[{db}] TTFT direct p50 / p99", f"{percentile(d, 50):.2f} / {percentile(d, 99):.2f} ms  ({load()})"))
         floor50 = percentile(f, 50) - percentile(d, 50)
         for route, times in (("Kynsey SSE", k), ("/v1/chat/completions", o)):
@@ -238,6 +242,8 @@ async def run(args, urls: dict[str, str], floors: dict[str, str], kynsey: Kynsey
             ]
         rows.append((f"[{db}] TTFT added by the floor (bench/floor_relay.py: FastAPI + aiohttp, nothing else) p50 / p99",
                      f"{floor50:+.2f} / {percentile(f, 99) - percentile(d, 99):+.2f} ms"))
+        rows.append((f"[{db}] TTFT added by the same relay as a bare ASGI app (no FastAPI) p50 / p99",
+                     f"{percentile(b, 50) - percentile(d, 50):+.2f} / {percentile(b, 99) - percentile(d, 99):+.2f} ms"))
         for tier, tokens in (("short", 200), ("long", 2000)):
             d_rate, k_rate, o_rate, f_rate = await one_stream(direct, kyn, urls[tier], floors[tier], tier,
                                                               args.stream_runs)
@@ -315,6 +321,7 @@ def main() -> None:
         urls = {tier: stack.enter_context(fake_ollama("--models", MODEL, "--loaded", MODEL, "--reply-tokens", n))
                 for tier, n in replies.items()}
         floors = {tier: stack.enter_context(floor_relay(urls[tier])) for tier in ("standard", "short", "long")}
+        bare = stack.enter_context(floor_relay(urls["standard"], "bare"))
         # Lift the limits, and keep the rollback guard from reading the benchmark's own load as a degradation.
         settings = dict(chat_rate_limit="100000000/minute", switch_rate_limit="100000/minute",
                         guard_min_replies="100000000", tiers=catalog_file(urls))
@@ -326,7 +333,7 @@ def main() -> None:
                     settings.pop("database_url", None)
                 kynsey = per_db.enter_context(Kynsey(urls["standard"], **settings))
                 token = kynsey.user_token("bench")
-                rows += asyncio.run(run(args, urls, floors, kynsey, token, db))
+                rows += asyncio.run(run(args, urls, floors, bare, kynsey, token, db))
     report(rows)
 
 
