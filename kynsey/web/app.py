@@ -6,7 +6,10 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 
 from fastapi import FastAPI
+from fastapi.openapi.utils import get_openapi
+from fastapi.responses import FileResponse
 from fastapi.staticfiles import StaticFiles
+from swagger_ui_bundle import swagger_ui_path  # type: ignore[import-untyped]
 
 from kynsey.compat.shapes import OLLAMA_MOUNT
 from kynsey.runtime import Runtime, build_runtime
@@ -40,7 +43,8 @@ def create_app(settings: Settings | None = None, runtime: Runtime | None = None)
         finally:
             await rt.aclose()
 
-    app = FastAPI(title="Kynsey", version="0.1.0", lifespan=lifespan)
+    # FastAPI's own /docs and /redoc load their scripts from a CDN, which the CSP forbids: ours below.
+    app = FastAPI(title="Kynsey", version="0.1.0", lifespan=lifespan, docs_url=None, redoc_url=None)
     app.state.max_body_bytes = settings.max_body_bytes
     install_error_handlers(app)
     # FastAPI tries the routers in this order, route by route in Python (tens of microseconds for
@@ -53,7 +57,30 @@ def create_app(settings: Settings | None = None, runtime: Runtime | None = None)
         app.include_router(module.router)
     app.include_router(ollama_api.router, prefix=OLLAMA_MOUNT)
     app.include_router(ollama_api.mount)
+    _serve_api_docs(app)
     if STATIC.is_dir():
         app.mount("/", StaticFiles(directory=STATIC, html=True), name="static")
     app.add_middleware(EdgeMiddleware, max_body_bytes=settings.max_body_bytes)
     return app
+
+
+def _serve_api_docs(app: FastAPI) -> None:
+    """Swagger UI at /docs, its files from the swagger-ui-bundle-v2 package and its start in api-docs.js
+    (no inline script). The document says how to send an API token (Authorize), so "Try it out" can
+    write too: the page's session cookie alone would need the CSRF header."""
+
+    def openapi() -> dict:
+        if app.openapi_schema is None:
+            doc = get_openapi(title=app.title, version=app.version, routes=app.routes)
+            doc.setdefault("components", {})["securitySchemes"] = {
+                "token": {"type": "http", "scheme": "bearer", "description": "an API token (`kynsey user token NAME`)"}}
+            doc["security"] = [{"token": []}, {}]  # or the page's session, when signed in
+            app.openapi_schema = doc
+        return app.openapi_schema
+
+    async def docs() -> FileResponse:
+        return FileResponse(STATIC / "api-docs.html")
+
+    app.openapi = openapi  # type: ignore[method-assign]
+    app.add_api_route("/docs", docs, include_in_schema=False)
+    app.mount("/docs/ui", StaticFiles(directory=str(swagger_ui_path)), name="api-docs-ui")
