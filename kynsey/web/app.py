@@ -6,7 +6,6 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 
 from fastapi import FastAPI
-from fastapi.openapi.utils import get_openapi
 from fastapi.responses import FileResponse
 from fastapi.staticfiles import StaticFiles
 from swagger_ui_bundle import swagger_ui_path  # type: ignore[import-untyped]
@@ -70,13 +69,13 @@ def _serve_api_docs(app: FastAPI) -> None:
     write too: the page's session cookie alone would need the CSRF header."""
 
     def openapi() -> dict:
-        if app.openapi_schema is None:
-            doc = get_openapi(title=app.title, version=app.version, routes=app.routes)
-            doc.setdefault("components", {})["securitySchemes"] = {
-                "token": {"type": "http", "scheme": "bearer", "description": "an API token (`kynsey user token NAME`)"}}
-            doc["security"] = [{"token": []}, {}]  # or the page's session, when signed in
-            app.openapi_schema = doc
-        return app.openapi_schema
+        if app.openapi_schema is not None:
+            return app.openapi_schema
+        doc = FastAPI.openapi(app)  # FastAPI's own document, kept on the app: the token is added once
+        doc.setdefault("components", {})["securitySchemes"] = {
+            "token": {"type": "http", "scheme": "bearer", "description": "an API token (`kynsey user token NAME`)"}}
+        doc["security"] = [{"token": []}, {}]  # or the page's session, when signed in
+        return doc
 
     async def docs() -> FileResponse:
         return FileResponse(STATIC / "api-docs.html")
