@@ -81,5 +81,5 @@ def _serve_api_docs(app: FastAPI) -> None:
         return FileResponse(STATIC / "api-docs.html")
 
     app.openapi = openapi  # type: ignore[method-assign]
-    app.add_api_route("/docs", docs, include_in_schema=False)
+    app.add_api_route("/docs", docs, methods=["GET", "HEAD"], include_in_schema=False)
     app.mount("/docs/ui", StaticFiles(directory=str(swagger_ui_path)), name="api-docs-ui")

@@ -37,6 +37,7 @@ def test_the_api_docs_files_come_from_this_host(server):
     with httpx.Client(base_url=server.url) as client:
         page = client.get("/docs")
         assert page.status_code == 200 and "swagger-ui-bundle.js" in page.text
+        assert client.head("/docs").status_code == 200  # as the static pages answer a HEAD
         assert "cdn" not in page.text.lower() and "<script>" not in page.text  # no CDN, no inline script
         assert client.get("/docs/ui/swagger-ui-bundle.js").status_code == 200
         assert client.get("/redoc").status_code == 404  # FastAPI's, from a CDN: not served
