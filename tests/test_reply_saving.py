@@ -120,3 +120,24 @@ def test_a_reply_that_ended_is_not_flushed_again(server):
 
     assert server.call(end_then_flush) == 0
     assert flush_and_read(server) == "all of it"
+
+
+def test_a_row_read_just_before_the_final_save_is_shown_with_the_final_state(server):
+    """A reader fetches the row (still 'streaming'), the final save commits, then the reader adds what
+    this process knows: the reply, kept a moment in memory for exactly this reader, must bring its
+    final state, not only its text (a GET right after 'done' showed the reply still streaming)."""
+    from kynsey.chat.conversations import message_public
+
+    live = streaming_reply(server)
+    write(server, live, "all ", "of it")
+
+    async def read_save_show(rt) -> dict:
+        async with rt.sessions() as db:
+            row = await db.get(Message, MID)  # the reader's query, before the save
+        live.finish(("done", {}))
+        assert await rt.replies.save_final(MID, content=live.text, status="complete", tokens=2)
+        assert MID not in rt.live.unsaved  # stored
+        return message_public(row, rt.live.overlay(MID))  # the reader's answer, after it
+
+    shown = server.call(read_save_show)
+    assert (shown["status"], shown["content"], shown["tokens"]) == ("complete", "all of it", 2)

@@ -28,6 +28,9 @@ class LiveReply:
     final: Event | None = None
     listeners: set[asyncio.Queue[Event | None]] = field(default_factory=set)
     stop_reason: str | None = None  # why its task was cancelled: "stopped" (the user), "shutdown", "database"
+    # Its row's final values once it ended, kept as long as the reply is: a reader that fetched the row
+    # just before they were stored still shows them (``LiveReplies.overlay``).
+    ended: dict[str, Any] | None = None
     # How many of ``parts`` its row holds, so that a flush sends only what came since; None when a
     # flush failed and the row may or may not hold it (the next flush writes the whole text).
     saved_parts: int | None = 0
@@ -96,7 +99,7 @@ class LiveReplies:
         reply = self.replies.get(message_id)
         if reply is None:
             return None
-        return {"content": reply.text, **self.unsaved.get(message_id, {})}
+        return {"content": reply.text, **(reply.ended or {})}
 
     def run(self, reply: LiveReply, work) -> asyncio.Task:
         mid = reply.message_id

@@ -65,6 +65,8 @@ class ReplyStore:
         """
         values["updated_at"] = _now()
         self.live.unsaved[message_id] = values
+        if (reply := self.live.get(message_id)) is not None:
+            reply.ended = values
         self.live.dirty.discard(message_id)  # its final state holds the whole text: no flush appends it again
         task = asyncio.create_task(self._write_final(message_id, values), name=f"save reply {message_id}")
         self._saves.add(task)
