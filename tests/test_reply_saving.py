@@ -15,6 +15,7 @@ import pytest
 from sqlalchemy import insert, select
 from sqlalchemy.exc import OperationalError
 
+from kynsey.chat.conversations import message_public
 from kynsey.chat.live import LiveReply
 from kynsey.storage.models import Message, table
 
@@ -126,8 +127,6 @@ def test_a_row_read_just_before_the_final_save_is_shown_with_the_final_state(ser
     """A reader fetches the row (still 'streaming'), the final save commits, then the reader adds what
     this process knows: the reply, kept a moment in memory for exactly this reader, must bring its
     final state, not only its text (a GET right after 'done' showed the reply still streaming)."""
-    from kynsey.chat.conversations import message_public
-
     live = streaming_reply(server)
     write(server, live, "all ", "of it")
 

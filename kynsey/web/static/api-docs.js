@@ -5,5 +5,4 @@ window.SwaggerUIBundle({
   url: "/openapi.json",
   dom_id: "#swagger-ui",
   deepLinking: true,
-  tryItOutEnabled: false,
 });
