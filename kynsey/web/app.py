@@ -8,6 +8,9 @@ from pathlib import Path
 from fastapi import FastAPI
 from fastapi.responses import FileResponse
 from fastapi.staticfiles import StaticFiles
+from starlette.exceptions import HTTPException
+from starlette.responses import Response
+from starlette.types import Scope
 from swagger_ui_bundle import swagger_ui_path  # type: ignore[import-untyped]
 
 from kynsey.compat.shapes import OLLAMA_MOUNT
@@ -82,4 +85,17 @@ def _serve_api_docs(app: FastAPI) -> None:
 
     app.openapi = openapi  # type: ignore[method-assign]
     app.add_api_route("/docs", docs, methods=["GET", "HEAD"], include_in_schema=False)
-    app.mount("/docs/ui", StaticFiles(directory=str(swagger_ui_path)), name="api-docs-ui")
+    app.mount("/docs/ui", _SwaggerFiles(directory=str(swagger_ui_path)), name="api-docs-ui")
+
+
+class _SwaggerFiles(StaticFiles):
+    """Only the files /docs loads (and their source maps): the package's own index.html would start
+    Swagger UI on its Petstore example."""
+
+    SERVED = frozenset({"swagger-ui.css", "swagger-ui.css.map", "swagger-ui-bundle.js", "swagger-ui-bundle.js.map",
+                        "favicon-32x32.png"})
+
+    async def get_response(self, path: str, scope: Scope) -> Response:
+        if path not in self.SERVED:
+            raise HTTPException(status_code=404)
+        return await super().get_response(path, scope)

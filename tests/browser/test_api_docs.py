@@ -40,6 +40,9 @@ def test_the_api_docs_files_come_from_this_host(server):
         assert client.head("/docs").status_code == 200  # as the static pages answer a HEAD
         assert "cdn" not in page.text.lower() and "<script>" not in page.text  # no CDN, no inline script
         assert client.get("/docs/ui/swagger-ui-bundle.js").status_code == 200
+        for other in ("index.html", "swagger-initializer.js", ""):  # the package's Petstore page
+            missing = client.get(f"/docs/ui/{other}")
+            assert missing.status_code == 404 and missing.json()["error"]["code"] == "not_found", other
         assert client.get("/redoc").status_code == 404  # FastAPI's, from a CDN: not served
         doc = client.get("/openapi.json").json()
         assert doc["components"]["securitySchemes"]["token"] == {
