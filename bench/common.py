@@ -47,7 +47,8 @@ def fake_ollama(*args: str):
 class Kynsey:
     """`kynsey serve` as a real process with its own SQLite database."""
 
-    def __init__(self, ollama_url: str, **settings: str) -> None:
+    def __init__(self, ollama_url: str, *, server: tuple[str, ...] = ("-m", "kynsey.cli"), **settings: str) -> None:
+        self.server = server  # what `python` runs, with `serve --port N` after it
         self.dir = tempfile.TemporaryDirectory(prefix="kynsey-bench-")
         self.env = {
             **os.environ,
@@ -72,7 +73,7 @@ class Kynsey:
     def __enter__(self) -> Kynsey:
         self.cli("db", "upgrade")
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "kynsey.cli", "serve", "--port", str(self.port)], env=self.env, cwd=ROOT
+            [sys.executable, *self.server, "serve", "--port", str(self.port)], env=self.env, cwd=ROOT
         )
         for _ in range(400):
             try:
