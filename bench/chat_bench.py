@@ -43,6 +43,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Iterator
 
 import httpx
 import psutil
@@ -326,15 +327,19 @@ def main() -> None:
         settings = dict(chat_rate_limit="100000000/minute", switch_rate_limit="100000/minute",
                         guard_min_replies="100000000", tiers=catalog_file(urls))
         for db in args.db.split(","):
-            with contextlib.ExitStack() as per_db:
-                if db == "postgres":
-                    settings["database_url"] = per_db.enter_context(private_database("kynsey_bench"))
-                else:
-                    settings.pop("database_url", None)
-                kynsey = per_db.enter_context(Kynsey(urls["standard"], **settings))
-                token = kynsey.user_token("bench")
+            with kynsey_on(db, urls["standard"], settings) as (kynsey, token):
                 rows += asyncio.run(run(args, urls, floors, bare, kynsey, token, db))
     report(rows)
+
+
+@contextlib.contextmanager
+def kynsey_on(db: str, ollama_url: str, settings: dict[str, str], **options) -> Iterator[tuple[Kynsey, str]]:
+    """`kynsey serve` on ``db`` (sqlite: a file of its own; postgres: a private database), and a user's token."""
+    with contextlib.ExitStack() as stack:
+        if db == "postgres":
+            settings = {**settings, "database_url": stack.enter_context(private_database("kynsey_bench"))}
+        kynsey = stack.enter_context(Kynsey(ollama_url, **options, **settings))
+        yield kynsey, kynsey.user_token("bench")
 
 
 if __name__ == "__main__":

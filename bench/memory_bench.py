@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import json
 import os
 import signal
@@ -26,10 +25,9 @@ import tempfile
 import time
 from pathlib import Path
 
-from bench.chat_bench import MODEL, catalog_file, concurrent, user_turn, users
+from bench.chat_bench import MODEL, catalog_file, concurrent, kynsey_on, load, user_turn, users
 from bench.common import Kynsey, fake_ollama, report
 from kynsey.chat.live import LINGER_SECONDS
-from tests.pg import private_database
 
 
 def mb(value: float) -> str:
@@ -61,7 +59,7 @@ async def run(args, kynsey: Kynsey, token: str, out: Path, db: str) -> list[tupl
             rows.append((f"[{db}] round {round_no}: {args.streams} x {args.stream_tokens}, then idle: "
                          "Python heap / objects",
                          f"{mb(heap['heap'])} / {heap['objects']:,}; "
-                         f"{tokens:,} tokens, errors {errors}, hung {hung}  (load {os.getloadavg()[0]:.2f})"))
+                         f"{tokens:,} tokens, errors {errors}, hung {hung}  ({load()})"))
     first, last = heaps[0], heaps[-1]
     rows.append((f"[{db}] heap from round 1 to round {args.rounds} (goal: flat)",
                  f"{(last['heap'] - first['heap']) / 2**20:+.2f} MB, {last['objects'] - first['objects']:+,} objects"))
@@ -76,22 +74,15 @@ def main() -> None:
     parser.add_argument("--streams", type=int, default=200)
     parser.add_argument("--stream-tokens", type=int, default=2000)
     args = parser.parse_args()
-    rows: list[tuple[str, str]] = [("machine", f"{os.cpu_count()} cores, load {os.getloadavg()[0]:.2f} before the run")]
-    with contextlib.ExitStack() as stack:
-        url = stack.enter_context(fake_ollama("--models", MODEL, "--loaded", MODEL,
-                                              "--reply-tokens", str(args.stream_tokens)))
+    rows: list[tuple[str, str]] = [("machine", f"{os.cpu_count()} cores, {load()} before the run")]
+    with fake_ollama("--models", MODEL, "--loaded", MODEL, "--reply-tokens", str(args.stream_tokens)) as url:
         settings = dict(chat_rate_limit="100000000/minute", guard_min_replies="100000000",
                         tiers=catalog_file({"standard": url, "many": url}))
         for db in args.db.split(","):
-            with contextlib.ExitStack() as per_db:
-                if db == "postgres":
-                    settings["database_url"] = per_db.enter_context(private_database("kynsey_bench"))
-                else:
-                    settings.pop("database_url", None)
-                out = Path(per_db.enter_context(tempfile.TemporaryDirectory(prefix="kynsey-heap-"))) / "heap.jsonl"
-                kynsey = per_db.enter_context(Kynsey(url, server=("-m", "bench.traced_serve", str(out)), **settings))
-                token = kynsey.user_token("bench")
-                rows += asyncio.run(run(args, kynsey, token, out, db))
+            with tempfile.TemporaryDirectory(prefix="kynsey-heap-") as heaps:
+                out = Path(heaps) / "heap.jsonl"
+                with kynsey_on(db, url, settings, server=("-m", "bench.traced_serve", str(out))) as (kynsey, token):
+                    rows += asyncio.run(run(args, kynsey, token, out, db))
     report(rows)
 
 

@@ -32,7 +32,8 @@ def main() -> None:
         # What Kynsey holds: the snapshot kept for the comparison is tracemalloc's, left out here.
         heap = sum(stat.size for stat in snapshot.statistics("filename"))
         grew = snapshot.compare_to(first[0], "lineno")[:TOP] if first else []
-        first[:] = first or [snapshot]
+        if not first:
+            first.append(snapshot)
         line = {"heap": heap, "objects": objects,
                 "grew": [f"{s.traceback[0].filename}:{s.traceback[0].lineno} {s.size_diff:+,} B, {s.count_diff:+,}"
                          for s in grew if s.size_diff > 0]}
