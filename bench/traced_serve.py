@@ -4,9 +4,10 @@
 
 On SIGUSR1 it collects garbage and appends one JSON line to OUT.jsonl: the traced
 heap (tracemalloc's own memory left out), the count of live objects, and where the
-heap grew most since the first line (the places allocated from, one frame each). The signal is handled on
-the event loop's thread, between two steps of whatever runs: send it when Kynsey is
-idle. Tracing slows Kynsey down; its figures are the memory bench's, never a speed.
+heap grew most since the first line (the places allocated from, one frame each).
+The signal is handled on the event loop's thread, between two steps of whatever
+runs: send it when Kynsey is idle. Tracing slows Kynsey down; its figures are the
+memory bench's, never a speed.
 """
 
 from __future__ import annotations
