@@ -7,8 +7,9 @@ Kynsey's own job runner (``storage/jobs.py``) on a fresh database:
 
 - the caller lookup (``caller_by_token``, what ``KYNSEY_AUTH_CACHE_SECONDS`` keeps);
 - a conversation's turn (``begin_turn``: the ownership and history read, then the
-  user's message and the streaming reply written in one statement), each in a
-  conversation created beforehand, the way the chat benchmark sends them;
+  user's message and the streaming reply written in one statement; on PostgreSQL
+  one statement that does both), each in a conversation created beforehand, the
+  way the chat benchmark sends them;
 
 and, as baselines, one ``SELECT 1`` round trip through the same runner, and one committed
 INSERT of a small row straight on the driver (asyncpg, sqlite3) with Kynsey's settings: the
@@ -89,7 +90,7 @@ async def measure(url: str, requests: int) -> list[tuple[str, float, float]]:
         return [
             ("one round trip (SELECT 1)", *await timed(requests, lambda: jobs.read(lambda c: c.execute(text("SELECT 1"))))),
             ("caller lookup (token)", *await timed(requests, lambda: jobs.read(caller_by_token(TOKEN)))),
-            ("turn (read, then one write)", percentile(turns, 50), percentile(turns, 99)),
+            ("turn (a new question: on PostgreSQL one statement, else a read and a write)", percentile(turns, 50), percentile(turns, 99)),
             ("one committed INSERT straight on the driver", *await driver_commit(url, requests)),
         ]
     finally:

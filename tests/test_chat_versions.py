@@ -150,6 +150,7 @@ def test_versions_refuse_wrong_targets_strangers_and_a_busy_conversation(server,
         ("POST", f"{base}/{reply_id}/regenerate", None),
         ("POST", f"{base}/{asked_id}/edit", {"content": "x"}),
         ("POST", f"{base}/{reply_id}/show", None),
+        ("POST", base, {"content": "x"}),
         ("PATCH", f"/api/conversations/{cid}", {"title": "x"}),
     ):
         resp = mallory.request(method, url, json=body)
@@ -161,10 +162,11 @@ def test_versions_refuse_wrong_targets_strangers_and_a_busy_conversation(server,
             alice.post(f"{base}/{reply_id}/show"),
             alice.post(f"{base}/{reply_id}/regenerate"),
             alice.post(f"{base}/{asked_id}/edit", json={"content": "x"}),
+            alice.post(base, json={"content": "x"}),
         ]
-        assert [r.status_code for r in busy] == [409, 409, 409]
+        assert [r.status_code for r in busy] == [409, 409, 409, 409]
     messages = shown(alice, cid)
-    assert messages[0]["content"] == "q" and messages[1]["versions"] == 2
+    assert messages[0]["content"] == "q" and messages[1]["versions"] == 2 and len(messages) == 2
 
 
 def test_a_reply_that_ended_is_not_busy_while_its_final_save_is_pending(start_server, fake_ollama):
@@ -205,3 +207,33 @@ def test_a_reply_that_ended_is_not_busy_while_its_final_save_is_pending(start_se
     server.call(ended)
     assert send(client, cid, "next")[-1][0] == "done"
     assert last_history(fake_ollama) == [("user", "q"), ("assistant", "the first half and the rest"), ("user", "next")]
+
+
+def test_a_conversation_without_a_stored_leaf_continues_its_newest_branch(start_server, fake_ollama):
+    """Conversations from before migration 0009, or whose stored leaf is gone, show the newest branch's
+    end; the next question follows it and sends that path (on PostgreSQL the one-statement send
+    refuses such a conversation and the turn reads and writes as usual)."""
+    server = start_server(ollama_host=fake_ollama.url)
+    server.refresh_status()
+    client = server.client(server.add_user("alice", "pro"))
+    now = datetime.now(UTC)
+    for leaf in (None, "f" * 32):
+        cid = new_conversation(client)
+        ids = [f"{n}{cid[1:]}" for n in "1234"]  # q1 -> a1, and a second version of q1 -> a2
+
+        def job(conn, cid=cid, ids=ids, leaf=leaf):
+            common = {"conversation_id": cid, "created_at": now, "updated_at": now, "status": "complete"}
+            rows = [(ids[0], None, "user", "q"), (ids[1], ids[0], "assistant", "old answer"),
+                    (ids[2], None, "user", "q again"), (ids[3], ids[2], "assistant", "new answer")]
+            conn.execute(insert(Message.__table__), [
+                {**common, "id": i, "parent_id": p, "seq": n, "role": r, "content": c}
+                for n, (i, p, r, c) in enumerate(rows, 1)])
+            conn.execute(update(Conversation.__table__).where(Conversation.__table__.c.id == cid)
+                         .values(current_leaf_id=leaf))
+
+        server.call(lambda rt, job=job: rt.jobs.run(job))
+        assert send(client, cid, "next")[-1][0] == "done"
+        assert last_history(fake_ollama) == [("user", "q again"), ("assistant", "new answer"), ("user", "next")]
+        messages = shown(client, cid)
+        assert [m["content"] for m in messages] == ["q again", "new answer", "next", "Echo: next"]
+        assert messages[2]["parent_id"] == ids[3]

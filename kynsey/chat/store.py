@@ -7,20 +7,24 @@ commits the user's message with an empty 'streaming' reply, before any backend
 is called (SPEC F5): one job, not a dozen round trips, because it sits on every
 reply's time to first token. Its rows are written by one statement
 (``storage/dml.write_together``), so on PostgreSQL it runs without BEGIN and
-COMMIT (``Jobs.write``): two round trips, a read and a write. Editing a message,
-regenerating a reply and a conversation's first message (which creates it) go
-through the same job.
+COMMIT (``Jobs.write``): two round trips, a read and a write. A new question to
+a conversation on PostgreSQL is one: a statement that writes only if the checks
+hold, and hands back what the read would have (``_guarded_send_statement``).
+Editing a message, regenerating a reply and a conversation's first message
+(which creates it, one statement with no read) go through the same job.
 """
 
 from __future__ import annotations
 
 import functools
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
 from types import SimpleNamespace
 from typing import Any
 
-from sqlalchemy import bindparam, func, insert, select, update
+from sqlalchemy import and_, bindparam, exists, func, insert, literal, null, or_, select, true, update
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.sql import Executable
@@ -94,11 +98,20 @@ def begin_turn(turn: Turn):
     """The job: ownership (or the new conversation), idle check, the history along the tree, then the rows."""
 
     def job(conn: Connection) -> Opened:
-        earlier, leaf_id, title = _open(conn, turn)
+        guarded = _guarded_send(conn.dialect.name, turn)
+        if guarded is not None and turn.asked_id:
+            with _racing():
+                rows = guarded.rows(conn, _guarded_values(turn))
+            if rows and rows[0].written:  # the caller's, idle, at its stored leaf: the rows are written
+                earlier = _messages(rows, turn.settled)
+                return _opened(turn, tree.shown_path(earlier, rows[0].current_leaf_id), turn.asked_id)
+        else:
+            rows = [] if turn.create else CONVERSATION_MESSAGES.rows(conn, {"cid": turn.conversation_id})
+        earlier, leaf_id, title = _open(rows, turn)
         path = _history_path(turn, earlier, leaf_id)
         seq = (earlier[-1].seq if earlier else 0) + 1
         common = {"conversation_id": turn.conversation_id, "created_at": turn.at, "updated_at": turn.at}
-        rows: list[dict] = []
+        rows = []
         asked_id = path[-1].id if turn.content is None else turn.asked_id
         if asked_id is None:
             raise ValueError("a turn that sends a message names that message's id (asked_id)")
@@ -112,17 +125,27 @@ def begin_turn(turn: Turn):
         values |= {f"m{n}_{column}": value for n, row in enumerate(rows) for column, value in row.items()}
         # One statement: the read above needs no transaction around it, since a turn racing this one
         # takes the same ``seq`` and the unique index refuses one of them.
-        try:
+        with _racing():
             for statement in _turn_writes(conn.dialect.name, turn.create, len(rows)):
                 statement.run(conn, values)
-        except IntegrityError as exc:
-            raise Conflict("another message was sent to this conversation at the same moment; reload it") from exc
-        history = [ChatMessage(m.role, m.content) for m in path if m.content and m.status != "failed"]
-        if turn.content is not None:
-            history.append(ChatMessage("user", turn.content))
-        return Opened(history, asked_id)
+        return _opened(turn, path, asked_id)
 
     return job
+
+
+def _opened(turn: Turn, path: list, asked_id: str) -> Opened:
+    history = [ChatMessage(m.role, m.content) for m in path if m.content and m.status != "failed"]
+    if turn.content is not None:
+        history.append(ChatMessage("user", turn.content))
+    return Opened(history, asked_id)
+
+
+@contextmanager
+def _racing() -> Iterator[None]:
+    try:
+        yield
+    except IntegrityError as exc:
+        raise Conflict("another message was sent to this conversation at the same moment; reload it") from exc
 
 
 @functools.cache
@@ -145,20 +168,81 @@ def _prepared(statements: list[Executable]) -> list[Prepared]:
     return [Prepared(s) for s in statements]
 
 
-def _open(conn: Connection, turn: Turn) -> tuple[list, str | None, str]:
-    """The conversation's messages (every version), shown leaf and title, once it is known to be the
-    caller's and idle; none for a new conversation (the turn's write inserts it)."""
+def _guarded_send(dialect: str, turn: Turn) -> Prepared | None:
+    """The one statement a new question to a stored conversation can be on PostgreSQL (``_GUARDED_SEND``)."""
+    if dialect != "postgresql" or turn.create or turn.content is None or turn.target_id is not None:
+        return None
+    return _GUARDED_SEND
+
+
+def _guarded_values(turn: Turn) -> dict[str, Any]:
+    return {"cid": turn.conversation_id, "user_id": turn.user_id, "asked_id": turn.asked_id, "content": turn.content,
+            "reply_id": turn.reply_id, "tier": turn.tier, "model": turn.model, "at": turn.at, "title": turn.title}
+
+
+def _guarded_send_statement() -> Executable:
+    """A new question and its reply, written only if the conversation is the caller's, has no reply
+    streaming and shows a stored leaf (or has no messages yet), the question following that leaf.
+    Its rows are the conversation's as before the write (``CONVERSATION_MESSAGES``'s, and
+    ``written``), so a turn the guard refuses reads nothing more to say why or to write as usual.
+
+    One round trip where a turn is otherwise two: a read, then a write that depends on it. The
+    parts see one snapshot; a turn racing this one takes the same ``seq``, and the unique index
+    refuses one of them."""
+
+    def param(name: str, column) -> Any:
+        return bindparam(name, type_=column.type)
+
+    conv = (select(CONVERSATIONS.c.user_id, CONVERSATIONS.c.title, CONVERSATIONS.c.current_leaf_id)
+            .where(CONVERSATIONS.c.id == bindparam("cid")).cte("conv"))
+    msgs = select(*_MESSAGE_COLUMNS).where(MESSAGES.c.conversation_id == bindparam("cid")).cte("msgs")
+    at_leaf = or_(exists().where(msgs.c.id == conv.c.current_leaf_id),
+                  and_(conv.c.current_leaf_id.is_(None), ~exists().where(msgs.c.id.is_not(None))))
+    top = func.coalesce(select(func.max(msgs.c.seq)).scalar_subquery(), 0)
+    ok = (select(conv.c.current_leaf_id.label("leaf"), top.label("top"))
+          .where(conv.c.user_id == bindparam("user_id"), ~exists().where(msgs.c.status == "streaming"), at_leaf)
+          .cte("ok"))
+    columns = [MESSAGES.c[c] for c in _TURN_ROW]
+    at = param("at", MESSAGES.c.created_at)
+    asked = select(param("asked_id", MESSAGES.c.id), param("cid", MESSAGES.c.conversation_id), ok.c.leaf, ok.c.top + 1,
+                   literal("user"), param("content", MESSAGES.c.content), literal("complete"), null(), null(), at, at)
+    reply = select(param("reply_id", MESSAGES.c.id), param("cid", MESSAGES.c.conversation_id),
+                   param("asked_id", MESSAGES.c.parent_id), ok.c.top + 2, literal("assistant"), literal(""),
+                   literal("streaming"), param("tier", MESSAGES.c.tier), param("model", MESSAGES.c.model), at, at)
+    leaf = (update(CONVERSATIONS)
+            .where(CONVERSATIONS.c.id == bindparam("cid"), exists().where(ok.c.top.is_not(None)))
+            .values(updated_at=at, current_leaf_id=param("reply_id", CONVERSATIONS.c.current_leaf_id),
+                    title=func.coalesce(func.nullif(CONVERSATIONS.c.title, ""), param("title", CONVERSATIONS.c.title)))
+            .returning(CONVERSATIONS.c.id).cte("leaf"))
+    written = select(func.count()).select_from(leaf).scalar_subquery().label("written")
+    return (select(conv.c.user_id, conv.c.title, conv.c.current_leaf_id, *msgs.c, written)
+            .select_from(conv.outerjoin(msgs, true()))
+            .order_by(msgs.c.seq)
+            .add_cte(insert(MESSAGES).from_select(columns, asked).cte("asked"),
+                     insert(MESSAGES).from_select(columns, reply).cte("reply")))
+
+
+_GUARDED_SEND = Prepared(_guarded_send_statement())
+
+
+def _open(rows: list, turn: Turn) -> tuple[list, str | None, str]:
+    """The conversation's messages (every version), shown leaf and title, from its ``rows``
+    (``CONVERSATION_MESSAGES``), once it is known to be the caller's and idle; none for a new
+    conversation (the turn's write inserts it)."""
     if turn.create:
         return [], None, turn.title
-    rows = CONVERSATION_MESSAGES.rows(conn, {"cid": turn.conversation_id})
     if not rows or rows[0].user_id != turn.user_id:
         raise ConversationNotFound(f"there is no conversation {turn.conversation_id[:40]!r} for you")
-    leaf_id, title = rows[0].current_leaf_id, rows[0].title
-    earlier = [SimpleNamespace(**{c.name: getattr(r, c.name) for c in _MESSAGE_COLUMNS}) for r in rows if r.id is not None]
-    earlier = [_settle(m, turn.settled[m.id]) if m.id in turn.settled else m for m in earlier]
+    earlier = _messages(rows, turn.settled)
     if any(m.status == "streaming" for m in earlier):
         raise Conflict("a reply in this conversation is still being written; wait for it or re-attach to it")
-    return earlier, leaf_id, title
+    return earlier, rows[0].current_leaf_id, rows[0].title
+
+
+def _messages(rows: list, settled: dict[str, dict[str, Any]]) -> list[SimpleNamespace]:
+    """The messages among a conversation's ``rows``, with the final state of those ``settled``."""
+    earlier = [SimpleNamespace(**{c.name: getattr(r, c.name) for c in _MESSAGE_COLUMNS}) for r in rows if r.id is not None]
+    return [_settle(m, settled[m.id]) if m.id in settled else m for m in earlier]
 
 
 def _settle(row, final: dict[str, Any]) -> SimpleNamespace:
