@@ -12,12 +12,12 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 import pytest
-from sqlalchemy import insert, select
+from sqlalchemy import insert, select, update
 from sqlalchemy.exc import OperationalError
 
 from kynsey.chat.conversations import message_public
 from kynsey.chat.live import LiveReply
-from kynsey.storage.models import Message, table
+from kynsey.storage.models import Message, as_utc, table
 
 MID = "a" * 32
 
@@ -140,3 +140,29 @@ def test_a_row_read_just_before_the_final_save_is_shown_with_the_final_state(ser
 
     shown = server.call(read_save_show)
     assert (shown["status"], shown["content"], shown["tokens"]) == ("complete", "all of it", 2)
+
+
+def test_the_sweep_keeps_this_instances_quiet_replies_and_ends_forgotten_ones(server):
+    """A live reply whose backend has sent nothing for longer than ``stream_stale_seconds`` (a model
+    loading, a slow first token) is touched by the sweep, not marked orphaned; a 'streaming' row no
+    instance writes, untouched as long, is marked interrupted. On PostgreSQL too, each is one
+    statement whatever the number of live replies."""
+    streaming_reply(server)
+    forgotten, old = "b" * 32, datetime(2020, 1, 1, tzinfo=UTC)
+
+    async def sweep(rt) -> tuple[int, dict]:
+        cid = await rt.jobs.run(lambda conn: conn.execute(select(Message.conversation_id)).scalar())
+        row = {"id": forgotten, "conversation_id": cid, "parent_id": None, "seq": 2, "role": "assistant",
+               "content": "half", "status": "streaming", "created_at": old, "updated_at": old}
+        await rt.jobs.run(lambda conn: conn.execute(insert(table(Message)), row))
+        await rt.jobs.run(lambda conn: conn.execute(update(table(Message)).where(Message.id == MID)
+                                                    .values(updated_at=old)))
+        swept = await rt.replies.sweep()
+        rows = await rt.jobs.run(lambda conn: conn.execute(select(Message.id, Message.status, Message.content,
+                                                                  Message.updated_at)).all())
+        return swept, {r.id: r for r in rows}
+
+    swept, rows = server.call(sweep)
+    assert swept == 1
+    assert (rows[forgotten].status, rows[forgotten].content) == ("interrupted", "half")
+    assert rows[MID].status == "streaming" and as_utc(rows[MID].updated_at) > old

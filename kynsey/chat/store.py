@@ -295,21 +295,31 @@ def save_replies(finals: dict[str, dict[str, Any]], whole: list[dict[str, Any]],
     return job
 
 
+TOUCH = Prepared(  # a live reply's row, still this instance's
+    update(MESSAGES)
+    .where(MESSAGES.c.id == bindparam("mid"), MESSAGES.c.status == "streaming")
+    .values(updated_at=bindparam("now"))
+)
+ORPHANS = Prepared(  # streaming replies no instance has touched since ``cutoff``
+    update(MESSAGES)
+    .where(MESSAGES.c.status == "streaming", MESSAGES.c.updated_at < bindparam("cutoff"))
+    .values(status="interrupted", error=bindparam("error"), updated_at=bindparam("now"))
+)
+
+
 def sweep_orphans(live: list[str], now: datetime, cutoff: datetime, error: str):
-    """The job: touch this instance's live replies; mark others untouched since ``cutoff`` interrupted."""
+    """The job: touch this instance's live replies; mark others untouched since ``cutoff`` interrupted.
+
+    A statement per reply touched, in one call to the driver, not one ``IN`` list: the SQL
+    of an ``IN`` list changes with its length, and on PostgreSQL each length was a statement
+    prepared anew and kept in every pooled connection's cache (the memory bench saw it grow
+    round after round)."""
 
     def job(conn: Connection) -> int:
         if live:
-            conn.execute(update(MESSAGES).where(MESSAGES.c.id.in_(live), MESSAGES.c.status == "streaming")
-                         .values(updated_at=now))
-        stmt = (
-            update(MESSAGES)
-            .where(MESSAGES.c.status == "streaming", MESSAGES.c.updated_at < cutoff)
-            .values(status="interrupted", error=error, updated_at=now)
-        )
-        if live:
-            stmt = stmt.where(MESSAGES.c.id.not_in(live))
-        return conn.execute(stmt).rowcount
+            TOUCH.run_many(conn, [{"mid": message_id, "now": now} for message_id in live])
+        # In the same transaction, after the touch: none of this instance's is older than ``cutoff``.
+        return ORPHANS.run(conn, {"cutoff": cutoff, "error": error, "now": now})
 
     return job
 
