@@ -11,7 +11,7 @@ conversation and streaming a reply of ``--stream-tokens``), once every finished
 reply has left memory (``LINGER_SECONDS``), prints the traced heap (what Python
 objects hold) and the count of live objects. The first round fills caches and pools; from the
 second on, the heap must stay flat. Where it grew most from the first dump
-to the last is printed too. Tracing slows Kynsey down: no speed here.
+to the last is printed too, and which types of object grew most in number. Tracing slows Kynsey down: no speed here.
 """
 
 from __future__ import annotations
@@ -64,6 +64,7 @@ async def run(args, kynsey: Kynsey, token: str, out: Path, db: str) -> list[tupl
     rows.append((f"[{db}] heap from round 1 to round {args.rounds} (goal: flat)",
                  f"{(last['heap'] - first['heap']) / 2**20:+.2f} MB, {last['objects'] - first['objects']:+,} objects"))
     rows += [(f"[{db}]   grew most", place) for place in last["grew"][:5]]
+    rows += [(f"[{db}]   live objects grew most", kind) for kind in last["types"][:5]]
     return rows
 
 
