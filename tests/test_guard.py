@@ -8,6 +8,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import select
 
 from kynsey.rollout.flags import FLAG
+from kynsey.rollout.guard import MAX_WINDOW_REPLIES
 from kynsey.storage.models import AuditEntry, User
 from tests.sse import collect
 
@@ -269,3 +270,14 @@ def test_switch_errors_must_also_hold_before_they_trip(start_server, fake_ollama
     assert server.call(lambda rt: record(rt, ["failed"])) == "armed"
     now[0] += 1
     assert server.call(lambda rt: record(rt, ["failed"])) == "tripping"
+
+
+def test_the_latency_window_holds_the_newest_replies_only_up_to_its_bound(start_server, fake_ollama):
+    """Past ``MAX_WINDOW_REPLIES`` in the window (a busy fleet's replies all arrive here), the oldest
+    leave it, as they would with time: memory and the sorted insert stay bounded."""
+    server = start_server(ollama_host=fake_ollama.url, guard_sustain_seconds=0)
+    server.call(feed([100.0] * 50))  # the baseline
+    server.call(feed([115.0] * MAX_WINDOW_REPLIES))
+    figures = server.call(feed([100.0] * (MAX_WINDOW_REPLIES // 2 + 1)))
+    assert figures["state"] == "armed"
+    assert figures["ttft"]["replies"] == MAX_WINDOW_REPLIES and figures["ttft"]["current_ttft_ms"] == 100.0

@@ -13,7 +13,9 @@ instance alone:
 - chat latency: the median time to first token of the replies in the window
   (those after the baseline) against the baseline, the median of the first
   ``guard_baseline_replies`` replies after start or after a re-enable; judged
-  once there are ``guard_min_replies`` replies.
+  once there are ``guard_min_replies`` replies. The window holds the newest
+  ``MAX_WINDOW_REPLIES`` at most: a fleet's busiest minutes add precision to
+  the median no more, only memory and a dearer insert per reply.
 
 A breach trips the guard only once it has held for ``guard_sustain_seconds``,
 re-checked on every new sample; load noise that passes sooner does not turn
@@ -56,6 +58,7 @@ USER_SIDE = frozenset({"denied", "rate_limited", "unknown_tier", "feature_disabl
 FAILED = frozenset({"failed", "unavailable", "error"})
 TRIGGERS = ("switch_errors", "ttft")
 _UNSEEN = object()
+MAX_WINDOW_REPLIES = 10_000  # 33 replies a second over the default 300 s window
 
 
 def _median(ordered: list[float]) -> float:
@@ -172,7 +175,7 @@ class Guard:
         horizon = now - self.window
         while self._switches and self._switches[0][0] < horizon:
             self._failures -= self._switches.popleft()[1]
-        while self._replies and self._replies[0][0] < horizon:
+        while self._replies and (self._replies[0][0] < horizon or len(self._replies) > MAX_WINDOW_REPLIES):
             _, value = self._replies.popleft()
             del self._sorted[bisect.bisect_left(self._sorted, value)]
 
