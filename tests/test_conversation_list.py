@@ -122,3 +122,18 @@ def test_search_finds_text_in_versions_that_are_not_shown(server, fake_ollama):
     assert (
         client.get("/api/conversations", params={"q": "new words"}).json()["conversations"][0]["snippet"] == "new words"
     )
+
+
+def test_an_empty_conversation_takes_its_title_from_its_first_message_and_keeps_it(server, fake_ollama):
+    """A conversation made empty (``POST /api/conversations`` without a message) is named by the
+    first message sent to it; later messages and a given title are left as they are."""
+    client = server.client(server.add_user("alice", "pro"))
+    empty = client.post("/api/conversations", json={}).json()
+    named = client.post("/api/conversations", json={"title": "Named"}).json()
+    assert empty["title"] == ""
+    for conversation in (empty, named):
+        for content in ("Hello there", "and then"):
+            with client.stream("POST", f"/api/conversations/{conversation['id']}/messages",
+                               json={"content": content}) as resp:
+                assert list(events(resp))[-1][0] == "done"
+    assert sorted(titles(client)) == ["Hello there", "Named"]
