@@ -14,7 +14,7 @@ from pathlib import Path
 import llama_cpp
 import pytest
 
-from kynsey.backends import build_backends
+from kynsey.backends import build_backends, local_models
 from kynsey.backends.base import ChatChunk, ChatMessage
 from kynsey.backends.keep_alive import keep_alive_seconds
 from kynsey.backends.local import LocalBackend
@@ -252,6 +252,31 @@ def test_a_streamed_chat_produces_text_and_a_done_chunk_with_figures(tmp_path):
         assert again.load_ms == 0 and again.tokens > 0
 
     run(backend, scenario)
+
+
+def test_sampling_defaults_to_ollamas_and_a_tiers_or_requests_options_override_them(tmp_path, monkeypatch):
+    """llama-cpp-python's own defaults (temperature 0.2, no repeat penalty) let SmolLM2 repeat itself
+    to the token limit; a local tier samples as an Ollama tier would unless told otherwise."""
+    sent: list[dict] = []
+
+    def recorded(self, **kwargs):  # the real call, its arguments kept
+        sent.append(kwargs)
+        return llama_cpp.Llama.create_chat_completion(self, **kwargs)
+
+    monkeypatch.setattr(local_models.Runner, "create_chat_completion", recorded)
+    backend = make_backend(tmp_path, tier("standard", SMOLLM2))
+
+    async def scenario(b: LocalBackend) -> None:
+        for options in ({"num_predict": 4}, {"num_predict": 4, "temperature": 0, "repeat_penalty": 1.0}):
+            _, done = await reply(b.chat(SMOLLM2, HELLO, options={**options, "num_ctx": 512}, keep_alive="5m"))
+            assert done.tokens > 0
+
+    run(backend, scenario)
+    sampling = [{k: call.get(k) for k in ("temperature", "top_k", "top_p", "repeat_penalty", "max_tokens")} for call in sent]
+    assert sampling == [
+        {"temperature": 0.8, "top_k": 40, "top_p": 0.9, "repeat_penalty": 1.1, "max_tokens": 4},
+        {"temperature": 0, "top_k": 40, "top_p": 0.9, "repeat_penalty": 1.0, "max_tokens": 4},
+    ]
 
 
 def test_the_event_loop_keeps_running_while_the_model_works(tmp_path):
