@@ -111,22 +111,24 @@ def begin_turn(turn: Turn):
         path = _history_path(turn, earlier, leaf_id)
         seq = (earlier[-1].seq if earlier else 0) + 1
         common = {"conversation_id": turn.conversation_id, "created_at": turn.at, "updated_at": turn.at}
-        rows = []
+        inserts: list[dict[str, Any]] = []  # the new messages
         asked_id = path[-1].id if turn.content is None else turn.asked_id
         if asked_id is None:
             raise ValueError("a turn that sends a message names that message's id (asked_id)")
         if turn.content is not None:
-            rows.append({**common, "id": turn.asked_id, "parent_id": path[-1].id if path else None, "seq": seq,
-                         "role": "user", "content": turn.content, "status": "complete", "tier": None, "model": None})
-        rows.append({**common, "id": turn.reply_id, "parent_id": asked_id, "seq": seq + len(rows), "role": "assistant",
-                     "content": "", "status": "streaming", "tier": turn.tier, "model": turn.model})
+            inserts.append({**common, "id": turn.asked_id, "parent_id": path[-1].id if path else None, "seq": seq,
+                            "role": "user", "content": turn.content, "status": "complete", "tier": None,
+                            "model": None})
+        inserts.append({**common, "id": turn.reply_id, "parent_id": asked_id, "seq": seq + len(inserts),
+                        "role": "assistant", "content": "", "status": "streaming", "tier": turn.tier,
+                        "model": turn.model})
         values = {"cid": turn.conversation_id, "user_id": turn.user_id, "title": title or turn.title, "at": turn.at,
                   "leaf": turn.reply_id}
-        values |= {f"m{n}_{column}": value for n, row in enumerate(rows) for column, value in row.items()}
+        values |= {f"m{n}_{column}": value for n, row in enumerate(inserts) for column, value in row.items()}
         # One statement: the read above needs no transaction around it, since a turn racing this one
         # takes the same ``seq`` and the unique index refuses one of them.
         with _racing():
-            for statement in _turn_writes(conn.dialect.name, turn.create, len(rows)):
+            for statement in _turn_writes(conn.dialect.name, turn.create, len(inserts)):
                 statement.run(conn, values)
         return _opened(turn, path, asked_id)
 
