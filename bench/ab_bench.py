@@ -44,16 +44,6 @@ def checkout(rev: str) -> Iterator[Path]:
             subprocess.run(["git", "worktree", "remove", "--force", str(tree)], cwd=common.ROOT, check=False)
 
 
-@contextlib.contextmanager
-def served_from(root: Path) -> Iterator[None]:
-    """`kynsey serve` started meanwhile runs the code under ``root`` (``Kynsey`` runs it from its cwd)."""
-    saved, common.ROOT = common.ROOT, root
-    try:
-        yield
-    finally:
-        common.ROOT = saved
-
-
 async def run(url: str, servers: dict[str, tuple[common.Kynsey, str]], requests: int) -> dict[str, list[float]]:
     times: dict[str, list[float]] = {"direct": [], **{name: [] for name in servers}}
     async with contextlib.AsyncExitStack() as stack:
@@ -82,8 +72,7 @@ def main() -> None:
                         tiers=catalog_file({"standard": url}))
         servers = {}
         for name, root in ((args.rev, stack.enter_context(checkout(args.rev))), ("working tree", common.ROOT)):
-            with served_from(root):
-                servers[name] = stack.enter_context(kynsey_on(args.db, url, settings))
+            servers[name] = stack.enter_context(kynsey_on(args.db, url, settings, root=root))
         times = asyncio.run(run(url, servers, args.requests))
     direct = times.pop("direct")
     rows.append((f"[{args.db}] TTFT direct p50 / p90 / p99",

@@ -47,8 +47,10 @@ def fake_ollama(*args: str):
 class Kynsey:
     """`kynsey serve` as a real process with its own SQLite database."""
 
-    def __init__(self, ollama_url: str, *, server: tuple[str, ...] = ("-m", "kynsey.cli"), **settings: str) -> None:
+    def __init__(self, ollama_url: str, *, server: tuple[str, ...] = ("-m", "kynsey.cli"), root: Path = ROOT,
+                 **settings: str) -> None:
         self.server = server  # what `python` runs, with `serve --port N` after it
+        self.root = root  # the checkout whose code it serves (`python -m` imports from its folder)
         self.dir = tempfile.TemporaryDirectory(prefix="kynsey-bench-")
         self.env = {
             **os.environ,
@@ -73,7 +75,7 @@ class Kynsey:
     def __enter__(self) -> Kynsey:
         self.cli("db", "upgrade")
         self.proc = subprocess.Popen(
-            [sys.executable, *self.server, "serve", "--port", str(self.port)], env=self.env, cwd=ROOT
+            [sys.executable, *self.server, "serve", "--port", str(self.port)], env=self.env, cwd=self.root
         )
         for _ in range(400):
             try:

@@ -145,8 +145,7 @@ def test_a_row_read_just_before_the_final_save_is_shown_with_the_final_state(ser
 def test_the_sweep_keeps_this_instances_quiet_replies_and_ends_forgotten_ones(server):
     """A live reply whose backend has sent nothing for longer than ``stream_stale_seconds`` (a model
     loading, a slow first token) is touched by the sweep, not marked orphaned; a 'streaming' row no
-    instance writes, untouched as long, is marked interrupted. On PostgreSQL too, each is one
-    statement whatever the number of live replies."""
+    instance writes, untouched as long, is marked interrupted, its text kept."""
     streaming_reply(server)
     forgotten, old = "b" * 32, datetime(2020, 1, 1, tzinfo=UTC)
 
