@@ -33,6 +33,21 @@ def test_a_malformed_backend_line_ends_the_reply_with_stream_broken_and_keeps_it
     assert send(client, cid, "again")[-1][0] == "done"  # the conversation is not stuck
 
 
+def test_a_nul_from_a_model_is_shown_and_saved_as_a_replacement_character_and_stops_nothing(server, fake_ollama):
+    """PostgreSQL cannot store NUL in text. Relayed as is, it failed every save of the
+    instance's replies, so each later reply there ended 'database_unavailable'. A
+    model's NUL (valid JSON: "\\u0000") is shown and saved as U+FFFD, on both databases."""
+    client = server.client(server.add_user("alice", "pro"))
+    fake_ollama.reply, fake_ollama.token_delay = "a b\x00c d e f g h", 0.05  # past a flush or two
+    cid = new_conversation(client)
+    evts = send(client, cid, "go")
+    assert evts[-1][0] == "done" and text_of(evts) == "a b\ufffdc d e f g h", evts[-1]
+    reply = stored_messages(client, cid)[-1]
+    assert (reply["status"], reply["content"]) == ("complete", text_of(evts))
+    fake_ollama.reply = " ".join(f"w{i}" for i in range(20))  # the next reply is saved while it streams
+    assert send(client, new_conversation(client), "again")[-1][0] == "done"
+
+
 OPENAI_CATALOG = """
 default_tier = "standard"
 [backends.llamacpp]

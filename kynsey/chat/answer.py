@@ -25,6 +25,7 @@ from kynsey.backends.base import Backend, ChatChunk, ChatMessage
 from kynsey.catalog import Catalog, TierProfile
 from kynsey.errors import BackendError, CircuitOpen, StreamBroken
 from kynsey.runtime import Runtime
+from kynsey.storage.text import storable
 
 OptionsFor = Callable[[TierProfile], dict[str, Any]]
 
@@ -160,7 +161,7 @@ class Answer:
                         self.first_at = time.perf_counter()
                         self.ttft_ms = (self.first_at - self.started) * 1000
                     self.chunks += chunk.count
-                    yield chunk.text
+                    yield storable(chunk.text)  # a NUL from a model would stop every save on PostgreSQL
                 if chunk.done:
                     break
                 chunk = await anext(stream)

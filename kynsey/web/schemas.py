@@ -2,20 +2,18 @@
 
 from __future__ import annotations
 
-import re
 from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from kynsey.storage.text import UNSTORABLE
+
 if TYPE_CHECKING:
     from kynsey.accounts.lifecycle import Removed
 
-# NUL: PostgreSQL cannot store it in text. A lone surrogate (JSON's "\ud800"): neither
-# database can, it is not valid Unicode. Refused here rather than failing at the database.
-UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
-
 
 def check_text(value: str) -> str:
+    """Refused here rather than failing at the database (``storage/text.py``)."""
     if UNSTORABLE.search(value):
         raise ValueError("must not contain NUL characters or unpaired surrogates (not valid Unicode)")
     return value
