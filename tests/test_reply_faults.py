@@ -3,9 +3,13 @@
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
+
 import pytest
+from sqlalchemy import text
 
 from kynsey.catalog.reload import reload_catalog
+from tests.live import eventually
 from tests.servers.fake_openai import FakeOpenAI
 from tests.sse import events, text_of
 from tests.test_chat import chat_requests, new_conversation, send
@@ -46,6 +50,58 @@ def test_a_nul_from_a_model_is_shown_and_saved_as_a_replacement_character_and_st
     assert (reply["status"], reply["content"]) == ("complete", text_of(evts))
     fake_ollama.reply = " ".join(f"w{i}" for i in range(20))  # the next reply is saved while it streams
     assert send(client, new_conversation(client), "again")[-1][0] == "done"
+
+
+REFUSE_ON = {  # the database itself refuses a row: a trigger on the text of one reply
+    "postgresql": [
+        "CREATE FUNCTION kynsey_test_refuse() RETURNS trigger LANGUAGE plpgsql AS "
+        "$$ BEGIN IF NEW.content LIKE '%poison%' THEN RAISE EXCEPTION 'this text is refused'; END IF; RETURN NEW; END $$",
+        "CREATE TRIGGER kynsey_test_refuse BEFORE UPDATE ON messages FOR EACH ROW EXECUTE FUNCTION kynsey_test_refuse()",
+    ],
+    "sqlite": ["CREATE TRIGGER kynsey_test_refuse BEFORE UPDATE ON messages WHEN NEW.content LIKE '%poison%' "
+               "BEGIN SELECT RAISE(ABORT, 'this text is refused'); END"],
+}
+REFUSE_OFF = {"postgresql": ["DROP TRIGGER kynsey_test_refuse ON messages", "DROP FUNCTION kynsey_test_refuse()"],
+              "sqlite": ["DROP TRIGGER kynsey_test_refuse"]}
+
+
+def run_sql(server, statements: dict[str, list[str]]) -> None:
+    async def work(rt) -> None:
+        async with rt.engine.begin() as conn:
+            for statement in statements[conn.dialect.name]:
+                await conn.execute(text(statement))
+
+    server.call(work)
+
+
+def test_a_reply_the_database_refuses_stops_alone_and_the_others_are_saved(start_server, fake_ollama):
+    """The database answers, but refuses one reply's text (here a trigger; a value it cannot
+    store would do the same). That is no outage: the others go on streaming and are saved,
+    the refused one stops with 'database_refused', and its row, kept as it was before the
+    refusal, is marked interrupted once the reply is gone (no row stays 'streaming')."""
+    server = start_server(ollama_host=fake_ollama.url, chat_flush_seconds=0.05, stream_stale_seconds=1)
+    client = server.client(server.add_user("alice", "pro"))
+    fake_ollama.token_delay = 0.03
+    clean_words, poisoned_words = " ".join(f"w{i}" for i in range(50)), "a b c d e f poison g h i j k l m"
+    run_sql(server, REFUSE_ON)
+    try:
+        with ThreadPoolExecutor(2) as pool:
+            clean, poisoned = (new_conversation(client) for _ in range(2))
+            replies = [pool.submit(send, client, cid, words) for cid, words in ((clean, clean_words), (poisoned, poisoned_words))]
+            clean_evts, poisoned_evts = (reply.result() for reply in replies)
+        assert clean_evts[-1][0] == "done" and text_of(clean_evts) == f"Echo: {clean_words}", clean_evts[-1]
+        assert poisoned_evts[-1][0] == "error" and poisoned_evts[-1][1]["code"] == "database_refused", poisoned_evts[-1]
+        assert (stored_messages(client, clean)[-1]["status"], stored_messages(client, clean)[-1]["content"]) == (
+            "complete", f"Echo: {clean_words}")
+        def ended_row():  # once the reply has left memory, the row is what the page shows
+            m = stored_messages(client, poisoned)[-1]
+            return m if m["status"] == "interrupted" and "poison" not in m["content"] else None
+
+        kept = eventually(ended_row, "the refused reply's row ended with the text saved before the refusal")
+        assert text_of(poisoned_evts).startswith(kept["content"]) and kept["error"] == poisoned_evts[-1][1]["message"]
+        assert send(client, new_conversation(client), "after")[-1][0] == "done"  # the instance is not stuck
+    finally:
+        run_sql(server, REFUSE_OFF)
 
 
 OPENAI_CATALOG = """

@@ -27,7 +27,7 @@ class LiveReply:
     start: dict[str, Any] | None = None
     final: Event | None = None
     listeners: set[asyncio.Queue[Event | None]] = field(default_factory=set)
-    stop_reason: str | None = None  # why its task was cancelled: "stopped" (the user), "shutdown", "database"
+    stop_reason: str | None = None  # why its task was cancelled: "stopped" (the user), "shutdown", "database", "refused"
     # Its row's final values once it ended, kept as long as the reply is: a reader that fetched the row
     # just before they were stored still shows them (``LiveReplies.overlay``).
     ended: dict[str, Any] | None = None

@@ -10,10 +10,17 @@ Nothing is dropped when the database fails: text that could not be written
 stays dirty, and a final state that could not be written stays in
 ``LiveReplies.unsaved`` (the reply itself stays in memory, readable and
 re-attachable); both are retried every interval until the database answers.
-A flush that fails also ends every streaming reply at once with an ``error``
-event (SPEC N6): clients must not keep reading text that cannot be saved. So
-what a client saw is in the database, minus at most one flush interval, even
-if the process dies while the database is down.
+A flush that fails because the database is down (``OperationalError``) also
+ends every streaming reply at once with an ``error`` event (SPEC N6): clients
+must not keep reading text that cannot be saved. So what a client saw is in the
+database, minus at most one flush interval, even if the process dies while the
+database is down.
+
+A database that answers but refuses the batch (a deadlock, or a value one reply
+holds that it cannot store) is no outage: each reply is then saved on its own,
+so that one cannot hold back the others. A reply the database refuses on its
+own would be refused at every flush: it stops (``database_refused``), and its
+row keeps what it had, until the recovery sweep below marks it interrupted.
 
 Recovery: each instance touches the replies it is writing every few seconds; any reply
 still 'streaming' whose row has not been touched for ``stream_stale_seconds``
@@ -24,11 +31,13 @@ several instances share the database, since none touches another's rows.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+from collections.abc import Collection
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.exc import OperationalError, SQLAlchemyError
 
 from kynsey.chat.live import LiveReplies
 from kynsey.chat.store import save_replies, set_reply, sweep_orphans
@@ -37,6 +46,7 @@ from kynsey.storage.periodic import every
 
 log = logging.getLogger(__name__)
 ORPHANED = "the server stopped while writing this reply"
+REFUSED = "the database refuses to store this reply, so it stops here; the text saved before is kept"
 # How long a finished reply waits for its final save before the client is told the save is pending.
 FINAL_SAVE_WAIT = 2.0
 
@@ -87,11 +97,47 @@ class ReplyStore:
     async def flush(self) -> int:
         """Save every final state still pending and the text of every reply that grew."""
         async with self._flushing:
-            return await self._flush()
+            try:
+                return await self._flush()
+            except OperationalError:
+                raise
+            except SQLAlchemyError as exc:
+                log.warning("the database refused a flush of %d replies, so each is saved alone: %s",
+                            len({*self.live.unsaved, *self.live.dirty}), exc)
+                return await self._flush_apart()
 
-    async def _flush(self) -> int:
-        finals = dict(self.live.unsaved)
-        dirty, self.live.dirty = self.live.dirty, set()
+    async def _flush_apart(self) -> int:
+        saved = 0
+        for mid in {*self.live.unsaved, *self.live.dirty}:
+            try:
+                saved += await self._flush((mid,))
+            except OperationalError:
+                raise
+            except SQLAlchemyError as exc:
+                await self._refused(mid, exc)
+        return saved
+
+    async def _refused(self, mid: str, exc: SQLAlchemyError) -> None:
+        """The database refuses ``mid``'s row on its own, and would at every flush: stop the reply,
+        stop saving its text, and end its row with the text it holds (should even that be refused,
+        the recovery sweep ends it once the reply is gone)."""
+        log.error("the database refuses to save reply %s, so it stops with the text saved before: %s", mid, exc)
+        self.live.cancel(mid, "refused")
+        self.live.dirty.discard(mid)
+        self.live.saved(mid)  # its final state: not saved, and never will be
+        with contextlib.suppress(SQLAlchemyError):
+            await self.jobs.write(set_reply(mid, {"status": "interrupted", "error": REFUSED, "updated_at": _now()}))
+
+    async def _flush(self, only: Collection[str] | None = None) -> int:
+        """One transaction for every pending reply, or for those in ``only``."""
+        live = self.live
+        if only is None:
+            finals = dict(live.unsaved)
+            dirty, live.dirty = live.dirty, set()
+        else:
+            finals = {mid: live.unsaved[mid] for mid in only if mid in live.unsaved}
+            dirty = live.dirty.intersection(only)
+            live.dirty -= dirty
         now, whole, appended, sent = _now(), [], [], {}
         for mid in dirty:
             if mid in finals or (r := self.live.get(mid)) is None:
@@ -110,7 +156,7 @@ class ReplyStore:
             for mid in sent:  # it may have been written before the error: write these whole next time
                 if (r := self.live.get(mid)) is not None:
                     r.saved_parts = None
-            if isinstance(exc, SQLAlchemyError) and sent:
+            if isinstance(exc, OperationalError) and sent:
                 # Text that cannot be saved must not keep streaming to clients: end those replies
                 # now; what they wrote stays here and is saved when the database answers.
                 stopped = self.live.stop_all("database")

@@ -21,6 +21,7 @@ from kynsey.backends.base import Backend, ChatMessage
 from kynsey.catalog import TierProfile
 from kynsey.chat.answer import Answer, fallback_chain, record_failure
 from kynsey.chat.live import LiveReply
+from kynsey.chat.persist import REFUSED
 from kynsey.errors import BackendError
 from kynsey.runtime import Runtime
 
@@ -113,6 +114,8 @@ def _cancelled(live: LiveReply, answer: Answer) -> Outcome:
         return Outcome("stopped", ("error", {"code": "stopped", "message": STOPPED}), {**answer.figures(), "error": STOPPED})
     if live.stop_reason == "database":
         return _interrupted(answer, "database_unavailable", DATABASE_DOWN)
+    if live.stop_reason == "refused":
+        return _interrupted(answer, "database_refused", REFUSED)
     return _interrupted(answer, "shutdown", SHUTDOWN)
 
 
