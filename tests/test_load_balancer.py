@@ -83,15 +83,20 @@ http {{
 """
 
 
-def wait_until_answers(url: str, proc: subprocess.Popen, what: str) -> None:
+def wait_until_answers(url: str, proc: subprocess.Popen, what: str, log: Path) -> None:
     def answers() -> bool:
-        assert proc.poll() is None, f"{what} exited: {proc.stderr.read().decode() if proc.stderr else ''}"
+        assert proc.poll() is None, f"{what} exited: {log_tail(log)}"
         try:
             return httpx.get(f"{url}/healthz", timeout=1).status_code == 200
         except httpx.TransportError:
             return False
 
     eventually(answers, f"{what} to answer", timeout=60)
+
+
+def log_tail(log: Path, lines: int = 40) -> str:
+    """The last ``lines`` of a process's log, for a failure's message."""
+    return "\n".join(log.read_text(errors="replace").splitlines()[-lines:]) if log.exists() else f"(no {log})"
 
 
 def stop(proc: subprocess.Popen, sig: int = signal.SIGTERM) -> None:
@@ -110,6 +115,12 @@ class Cluster:
     db_url: str
     env: dict[str, str]
     instances: dict[int, subprocess.Popen] = field(default_factory=dict)  # port -> process
+    logs: Path | None = None  # each instance's stderr: kynsey-<port>.log
+
+    def log_tails(self) -> str:
+        """What every instance logged last: a failed check's message shows why (e.g. a database error)."""
+        assert self.logs is not None
+        return "\n".join(f"--- instance {port}:\n{log_tail(self.logs / f'kynsey-{port}.log')}" for port in self.instances)
 
     def alive(self) -> list[int]:
         return [port for port, proc in self.instances.items() if proc.poll() is None]
@@ -176,20 +187,22 @@ def cluster(tmp_path_factory) -> Iterator[Cluster]:
         ports = [free_port() for _ in range(3)]
         instances = {}
         for port in ports:
-            proc = subprocess.Popen([*PYTHON_CLI, "serve", "--port", str(port)], env=env, stderr=subprocess.PIPE,
-                                    stdin=subprocess.DEVNULL)
+            # A file, not a pipe no one reads: a full pipe would stall the instance's logging.
+            with (tmp / f"kynsey-{port}.log").open("wb") as log:
+                proc = subprocess.Popen([*PYTHON_CLI, "serve", "--port", str(port)], env=env, stderr=log,
+                                        stdin=subprocess.DEVNULL)
             stack.callback(stop, proc)
             instances[port] = proc
         for port, proc in instances.items():
-            wait_until_answers(f"http://127.0.0.1:{port}", proc, f"kynsey serve on port {port}")
+            wait_until_answers(f"http://127.0.0.1:{port}", proc, f"kynsey serve on port {port}", tmp / f"kynsey-{port}.log")
 
         listen = free_port()
         (tmp / "nginx.conf").write_text(nginx_config(tmp, listen, ports))
         nginx = subprocess.Popen([NGINX, "-p", str(tmp), "-c", str(tmp / "nginx.conf"), "-e", str(tmp / "error.log")],
-                                 stderr=subprocess.PIPE, stdin=subprocess.DEVNULL)
+                                 stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL)
         stack.callback(stop, nginx)
-        wait_until_answers(f"http://127.0.0.1:{listen}", nginx, "nginx")
-        yield Cluster(f"http://127.0.0.1:{listen}", db_url, env, instances)
+        wait_until_answers(f"http://127.0.0.1:{listen}", nginx, "nginx", tmp / "error.log")
+        yield Cluster(f"http://127.0.0.1:{listen}", db_url, env, instances, tmp)
 
 
 def port_of(resp: httpx.Response) -> int:
@@ -233,7 +246,7 @@ def test_a_killed_instance_costs_its_reply_only_and_the_others_mark_it_interrupt
     with alice.stream("POST", f"/api/conversations/{again}/messages", json={"content": "still there?"}) as resp:
         assert resp.status_code == 200 and port_of(resp) in others
         answered = list(events(resp))
-    assert answered[-1][0] == "done" and text_of(answered).strip()
+    assert answered[-1][0] == "done" and text_of(answered).strip(), (answered[-1], cluster.log_tails())
 
     def interrupted():
         messages = alice.get(f"/api/conversations/{cid}").json()["messages"]
@@ -295,7 +308,7 @@ def test_a_circuit_opened_on_one_instance_is_open_on_every_instance(cluster):
         cid = client.post("/api/conversations", json={}).json()["id"]
         with client.stream("POST", f"/api/conversations/{cid}/messages", json={"content": "hi"}) as resp:
             seen = list(events(resp))
-        assert seen[-1][0] == "done", seen[-1]
+        assert seen[-1][0] == "done", (seen[-1], cluster.log_tails())
         return seen
 
     def pro_circuit(port: int | None) -> str:
