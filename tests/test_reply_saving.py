@@ -18,6 +18,7 @@ from sqlalchemy.exc import OperationalError
 from kynsey.chat.conversations import message_public
 from kynsey.chat.live import LiveReply
 from kynsey.storage.models import Message, as_utc, table
+from tests.pg import private_database
 
 MID = "a" * 32
 
@@ -165,3 +166,34 @@ def test_the_sweep_keeps_this_instances_quiet_replies_and_ends_forgotten_ones(se
     assert swept == 1
     assert (rows[forgotten].status, rows[forgotten].content) == ("interrupted", "half")
     assert rows[MID].status == "streaming" and as_utc(rows[MID].updated_at) > old
+
+
+def test_the_sweep_passes_over_rows_another_transaction_holds_so_it_cannot_deadlock(start_server, fake_ollama):
+    """On PostgreSQL (SQLite has one writer, so there is no one to wait for): the sweep once touched
+    this instance's replies in one order while a flush wrote them in another; each waited on a row the
+    other held, PostgreSQL failed the flush, and every streaming reply of the instance ended
+    'database_unavailable' (the load balancer test saw it). The sweep now waits on no row: here
+    another transaction holds both a live reply and a forgotten one, and the sweep still returns
+    (before, it waited for that transaction, which waited for the sweep: the statement timed out),
+    passing over both; once they are free, it marks the forgotten one."""
+    with private_database("kynsey_sweep") as url:
+        server = start_server(ollama_host=fake_ollama.url, database_url=url, chat_flush_seconds=3600,
+                              db_statement_timeout=2)
+        streaming_reply(server)
+        forgotten, old = "b" * 32, datetime(2020, 1, 1, tzinfo=UTC)
+
+        async def sweep_while_held(rt) -> int:
+            cid = await rt.jobs.run(lambda conn: conn.execute(select(Message.conversation_id)).scalar())
+            await rt.jobs.run(lambda conn: conn.execute(insert(table(Message)), {
+                "id": forgotten, "conversation_id": cid, "parent_id": None, "seq": 2, "role": "assistant",
+                "content": "half", "status": "streaming", "created_at": old, "updated_at": old}))
+            async with rt.engine.connect() as other:
+                await other.execute(select(Message.id).with_for_update())  # both rows, until rollback
+                swept = await rt.replies.sweep()
+                await other.rollback()
+            return swept
+
+        assert server.call(sweep_while_held) == 0
+        assert server.call(lambda rt: rt.replies.sweep()) == 1
+        assert server.call(lambda rt: rt.jobs.run(lambda conn: conn.execute(
+            select(Message.status).where(Message.id == forgotten)).scalar())) == "interrupted"

@@ -27,7 +27,7 @@ from typing import Any
 from sqlalchemy import and_, bindparam, exists, func, insert, literal, null, or_, select, true, update
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.sql import Executable
+from sqlalchemy.sql import ColumnElement, Executable
 
 from kynsey.backends.base import ChatMessage
 from kynsey.chat import tree
@@ -297,20 +297,30 @@ def save_replies(finals: dict[str, dict[str, Any]], whole: list[dict[str, Any]],
     return job
 
 
+
+def _free(*conditions: ColumnElement[bool]) -> ColumnElement[bool]:
+    """The streaming replies that meet ``conditions`` and no other transaction is writing: the
+    sweep passes over a row someone holds (PostgreSQL's SKIP LOCKED; SQLite has one writer)."""
+    free = select(MESSAGES.c.id).where(MESSAGES.c.status == "streaming", *conditions)
+    return MESSAGES.c.id.in_(free.with_for_update(skip_locked=True).scalar_subquery())
+
+
 TOUCH = Prepared(  # a live reply's row, still this instance's
-    update(MESSAGES)
-    .where(MESSAGES.c.id == bindparam("mid"), MESSAGES.c.status == "streaming")
-    .values(updated_at=bindparam("now"))
+    update(MESSAGES).where(_free(MESSAGES.c.id == bindparam("mid"))).values(updated_at=bindparam("now"))
 )
 ORPHANS = Prepared(  # streaming replies no instance has touched since ``cutoff``
     update(MESSAGES)
-    .where(MESSAGES.c.status == "streaming", MESSAGES.c.updated_at < bindparam("cutoff"))
+    .where(_free(MESSAGES.c.updated_at < bindparam("cutoff")))
     .values(status="interrupted", error=bindparam("error"), updated_at=bindparam("now"))
 )
 
 
 def sweep_orphans(live: list[str], now: datetime, cutoff: datetime, error: str):
     """The job: touch this instance's live replies; mark others untouched since ``cutoff`` interrupted.
+
+    It waits on no row lock (``_free``), so it cannot close a deadlock. It did with a flush, which
+    writes the same rows in another order: each waited on a row the other held, PostgreSQL failed
+    one of the two, and a failed flush ends replies. A row skipped is one its writer is writing.
 
     A statement per reply touched, in one call to the driver, not one ``IN`` list: the SQL
     of an ``IN`` list changes with its length, and on PostgreSQL each length was a statement
