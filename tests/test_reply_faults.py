@@ -37,6 +37,19 @@ def test_a_malformed_backend_line_ends_the_reply_with_stream_broken_and_keeps_it
     assert send(client, cid, "again")[-1][0] == "done"  # the conversation is not stuck
 
 
+def test_a_line_that_never_ends_stops_the_reply_with_stream_broken_and_keeps_its_text(server, fake_ollama):
+    """A backend that sends bytes with no end of line had them all kept, until memory ran out.
+    Past ``MAX_LINE_BYTES`` (1 MiB) the reply ends 'stream_broken', its text kept."""
+    client = server.client(server.add_user("alice", "pro"))
+    fake_ollama.fail[STANDARD] = "endless_line"
+    cid = new_conversation(client)
+    evts = send(client, cid, "one two three")
+    assert evts[-1][0] == "error" and evts[-1][1]["code"] == "stream_broken", evts[-1]
+    assert "longer than 1 MiB" in evts[-1][1]["message"]
+    reply = stored_messages(client, cid)[-1]
+    assert (reply["status"], reply["content"]) == ("interrupted", text_of(evts)) and text_of(evts) == "Echo: one"
+
+
 def test_a_nul_from_a_model_is_shown_and_saved_as_a_replacement_character_and_stops_nothing(server, fake_ollama):
     """PostgreSQL cannot store NUL in text. Relayed as is, it failed every save of the
     instance's replies, so each later reply there ended 'database_unavailable'. A

@@ -58,6 +58,9 @@ MODEL_ERRORS = (ModelMissing, ModelLoadFailed)
 # Hundreds of concurrent streams per backend (SPEC N2) each hold a connection.
 MAX_CONNECTIONS = 1000
 KEEP_ALIVE_SECONDS = 5.0  # an idle connection to a model server is closed after this
+# A streamed line is one token's worth (a few hundred bytes). A server that sends bytes without
+# an end of line would otherwise have them kept until memory runs out.
+MAX_LINE_BYTES = 1 << 20
 # How a reused connection fails when its server had closed it (see HostClient._send).
 STALE_ERRORS = (aiohttp.ServerDisconnectedError, aiohttp.ClientOSError)
 STALE_RETRIES = 2
@@ -163,10 +166,12 @@ async def line_batches(resp: aiohttp.ClientResponse) -> AsyncIterator[list[bytes
             break
         if b"\n" not in data:
             rest += data
-            continue
-        lines = (rest + data).split(b"\n")
-        rest = lines.pop()
-        yield lines
+        else:
+            lines = (rest + data).split(b"\n")
+            rest = lines.pop()
+            yield lines
+        if len(rest) > MAX_LINE_BYTES:
+            raise StreamBroken(f"the backend sent a line longer than {MAX_LINE_BYTES // (1 << 20)} MiB")
     if rest.strip():
         yield [rest]
 

@@ -41,8 +41,9 @@ _POLL = 0.05
 # Failure modes that strike after some tokens; the others answer before any.
 # "malformed": a line of the wrong shape (``malformed_line``) among the tokens;
 # "cut_done" (OpenAI): ``data: [DONE]`` without a finish_reason, as llama.cpp's
-# server ends a stream it cuts short.
-STREAMED_FAILURES = ("stream_error", "disconnect", "truncate", "malformed", "cut_done", "linger")
+# server ends a stream it cuts short; "endless_line": bytes without an end of line, until
+# the client leaves.
+STREAMED_FAILURES = ("stream_error", "disconnect", "truncate", "malformed", "cut_done", "linger", "endless_line")
 
 
 class Gone(Exception):

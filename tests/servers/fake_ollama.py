@@ -442,6 +442,11 @@ class FakeOllama(FakeModelServer):
             return
         if mode == "disconnect":
             await drop_connection(send, watch)
+        if mode == "endless_line":
+            while not watch.done():
+                await send({"type": "http.response.body", "body": b"x" * 65536, "more_body": True})
+                await asyncio.sleep(0)
+            return
         if mode == "malformed":  # a 'message' that is a string, not an object
             line = self.malformed_line or b'{"model":"m","message":"oops","done":false}\n'
             await send({"type": "http.response.body", "body": line, "more_body": True})
