@@ -9,6 +9,7 @@ import pytest
 from sqlalchemy import text
 
 from kynsey.catalog.reload import reload_catalog
+from kynsey.storage.text import storable
 from tests.live import eventually
 from tests.servers.fake_openai import FakeOpenAI
 from tests.sse import events, text_of
@@ -48,6 +49,12 @@ def test_a_line_that_never_ends_stops_the_reply_with_stream_broken_and_keeps_its
     assert "longer than 1 MiB" in evts[-1][1]["message"]
     reply = stored_messages(client, cid)[-1]
     assert (reply["status"], reply["content"]) == ("interrupted", text_of(evts)) and text_of(evts) == "Echo: one"
+
+
+@pytest.mark.parametrize("text, kept", [("plain", "plain"), ("é ✓ 😀", "é ✓ 😀"), ("a\x00b", "a\ufffdb"),
+                                         ("é\ud800", "é\ufffd"), ("\udfff\x00", "\ufffd\ufffd")])
+def test_storable_text_replaces_only_what_no_database_can_store(text, kept):
+    assert storable(text) == kept
 
 
 def test_a_nul_from_a_model_is_shown_and_saved_as_a_replacement_character_and_stops_nothing(server, fake_ollama):
