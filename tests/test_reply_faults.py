@@ -97,9 +97,9 @@ def run_sql(server, statements: dict[str, list[str]]) -> None:
 def test_a_reply_the_database_refuses_stops_alone_and_the_others_are_saved(start_server, fake_ollama):
     """The database answers, but refuses one reply's text (here a trigger; a value it cannot
     store would do the same). That is no outage: the others go on streaming and are saved,
-    the refused one stops with 'database_refused', and its row, kept as it was before the
-    refusal, is marked interrupted once the reply is gone (no row stays 'streaming')."""
-    server = start_server(ollama_host=fake_ollama.url, chat_flush_seconds=0.05, stream_stale_seconds=1)
+    the refused one stops with 'database_refused', and its row ends 'interrupted' with the
+    text saved before the refusal (no row stays 'streaming')."""
+    server = start_server(ollama_host=fake_ollama.url, chat_flush_seconds=0.05)
     client = server.client(server.add_user("alice", "pro"))
     fake_ollama.token_delay = 0.03
     clean_words, poisoned_words = " ".join(f"w{i}" for i in range(50)), "a b c d e f poison g h i j k l m"
@@ -111,8 +111,9 @@ def test_a_reply_the_database_refuses_stops_alone_and_the_others_are_saved(start
             clean_evts, poisoned_evts = (reply.result() for reply in replies)
         assert clean_evts[-1][0] == "done" and text_of(clean_evts) == f"Echo: {clean_words}", clean_evts[-1]
         assert poisoned_evts[-1][0] == "error" and poisoned_evts[-1][1]["code"] == "database_refused", poisoned_evts[-1]
-        assert (stored_messages(client, clean)[-1]["status"], stored_messages(client, clean)[-1]["content"]) == (
-            "complete", f"Echo: {clean_words}")
+        reply = stored_messages(client, clean)[-1]
+        assert (reply["status"], reply["content"]) == ("complete", f"Echo: {clean_words}")
+
         def ended_row():  # once the reply has left memory, the row is what the page shows
             m = stored_messages(client, poisoned)[-1]
             return m if m["status"] == "interrupted" and "poison" not in m["content"] else None

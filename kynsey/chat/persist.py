@@ -20,7 +20,7 @@ A database that answers but refuses the batch (a deadlock, or a value one reply
 holds that it cannot store) is no outage: each reply is then saved on its own,
 so that one cannot hold back the others. A reply the database refuses on its
 own would be refused at every flush: it stops (``database_refused``), and its
-row keeps what it had, until the recovery sweep below marks it interrupted.
+row ends 'interrupted' with the text saved before.
 
 Recovery: each instance touches the replies it is writing every few seconds; any reply
 still 'streaming' whose row has not been touched for ``stream_stale_seconds``
@@ -107,6 +107,7 @@ class ReplyStore:
                 return await self._flush_apart()
 
     async def _flush_apart(self) -> int:
+        """A transaction per pending reply; a reply refused on its own is given up (``_refused``)."""
         saved = 0
         for mid in {*self.live.unsaved, *self.live.dirty}:
             try:

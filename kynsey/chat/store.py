@@ -297,7 +297,6 @@ def save_replies(finals: dict[str, dict[str, Any]], whole: list[dict[str, Any]],
     return job
 
 
-
 def _free(*conditions: ColumnElement[bool]) -> ColumnElement[bool]:
     """The streaming replies that meet ``conditions`` and no other transaction is writing: the
     sweep passes over a row someone holds (PostgreSQL's SKIP LOCKED; SQLite has one writer)."""

@@ -16,6 +16,6 @@ REPLACEMENT = "\ufffd"  # Unicode's replacement character
 
 def storable(text: str) -> str:
     """``text`` with every character no database can store replaced by U+FFFD."""
-    if text.isascii() and "\x00" not in text:  # most of a model's text: 50 ns, against 170 for the search
+    if text.isascii() and "\x00" not in text:  # most of a model's text: 40 ns, against 170 for the search
         return text
     return UNSTORABLE.sub(REPLACEMENT, text)
