@@ -14,6 +14,7 @@ from datetime import UTC, datetime
 import pytest
 from sqlalchemy import insert, select, update
 from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 
 from kynsey.chat.conversations import message_public
 from kynsey.chat.live import LiveReply
@@ -197,3 +198,26 @@ def test_the_sweep_passes_over_rows_another_transaction_holds_so_it_cannot_deadl
         assert server.call(lambda rt: rt.replies.sweep()) == 1
         assert server.call(lambda rt: rt.jobs.run(lambda conn: conn.execute(
             select(Message.status).where(Message.id == forgotten)).scalar())) == "interrupted"
+
+
+def test_a_flush_that_finds_no_free_connection_keeps_the_text_for_the_next_one(start_server, fake_ollama):
+    """No free connection in the pool (``KYNSEY_DB_POOL_TIMEOUT``) is an outage like a database that
+    does not answer: the text stays in memory and the next flush saves it. Taken for a refusal, it
+    would have given the reply up (its text never saved)."""
+    with private_database("kynsey_pool_flush") as url:
+        server = start_server(ollama_host=fake_ollama.url, database_url=url, chat_flush_seconds=3600,
+                              db_pool_size=1, db_max_overflow=0, db_pool_timeout=0.3)
+        live = streaming_reply(server)
+        write(server, live, "kept ", "through it")
+        held = server.call(lambda rt: rt.engine.connect().start())  # the pool's one connection
+
+        async def flush_without_a_connection(rt) -> str:
+            try:
+                await rt.replies.flush()
+            except PoolTimeout:
+                return "no connection"
+            return "flushed"
+
+        assert server.call(flush_without_a_connection) == "no connection"
+        server.call(lambda rt: held.close())
+        assert flush_and_read(server) == "kept through it"

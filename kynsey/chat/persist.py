@@ -10,7 +10,7 @@ Nothing is dropped when the database fails: text that could not be written
 stays dirty, and a final state that could not be written stays in
 ``LiveReplies.unsaved`` (the reply itself stays in memory, readable and
 re-attachable); both are retried every interval until the database answers.
-A flush that fails because the database is down (``OperationalError``) also
+A flush that fails because the database is down (``OUTAGES``: also no free connection) also
 ends every streaming reply at once with an ``error`` event (SPEC N6): clients
 must not keep reading text that cannot be saved. So what a client saw is in the
 database, minus at most one flush interval, even if the process dies while the
@@ -37,10 +37,11 @@ from collections.abc import Collection
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy.exc import OperationalError, SQLAlchemyError
+from sqlalchemy.exc import SQLAlchemyError
 
 from kynsey.chat.live import LiveReplies
 from kynsey.chat.store import save_replies, set_reply, sweep_orphans
+from kynsey.storage.db import OUTAGES
 from kynsey.storage.jobs import Jobs
 from kynsey.storage.periodic import every
 
@@ -99,7 +100,7 @@ class ReplyStore:
         async with self._flushing:
             try:
                 return await self._flush()
-            except OperationalError:
+            except OUTAGES:
                 raise
             except SQLAlchemyError as exc:
                 log.warning("the database refused a flush of %d replies, so each is saved alone: %s",
@@ -112,7 +113,7 @@ class ReplyStore:
         for mid in {*self.live.unsaved, *self.live.dirty}:
             try:
                 saved += await self._flush((mid,))
-            except OperationalError:
+            except OUTAGES:
                 raise
             except SQLAlchemyError as exc:
                 await self._refused(mid, exc)
@@ -157,7 +158,7 @@ class ReplyStore:
             for mid in sent:  # it may have been written before the error: write these whole next time
                 if (r := self.live.get(mid)) is not None:
                     r.saved_parts = None
-            if isinstance(exc, OperationalError) and sent:
+            if isinstance(exc, OUTAGES) and sent:
                 # Text that cannot be saved must not keep streaming to clients: end those replies
                 # now; what they wrote stays here and is saved when the database answers.
                 stopped = self.live.stop_all("database")

@@ -20,7 +20,7 @@ from pathlib import Path
 
 from sqlalchemy import event
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import DBAPIError, OperationalError
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 
@@ -30,6 +30,10 @@ SQLITE_PRAGMAS = ("journal_mode=WAL", "synchronous=NORMAL", "foreign_keys=ON", "
 POOL_RECYCLE_SECONDS = 1800  # reopen long-lived connections (idle timeouts on the way)
 TOO_MANY_CONNECTIONS = "53300"
 UNAVAILABLE_SQLSTATES = frozenset({TOO_MANY_CONNECTIONS, "57P01", "57P02", "57P03", "08000", "08003", "08006"})
+# What a database that cannot take work now raises (down, frozen, refusing connections, or no
+# connection free in this instance's pool), as opposed to one that answered and refused the work:
+# the web layer answers these with 503, and the flusher keeps replies in memory until they pass.
+OUTAGES = (OperationalError, InterfaceError, PoolTimeout)
 
 
 @dataclass(frozen=True, slots=True)

@@ -8,13 +8,12 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from sqlalchemy.exc import InterfaceError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from kynsey.compat.shapes import render as compat_shape
 from kynsey.errors import CatalogError, KynseyError
-from kynsey.storage.db import out_of_connections
+from kynsey.storage.db import OUTAGES, out_of_connections
 
 log = logging.getLogger(__name__)
 
@@ -68,11 +67,8 @@ def install_error_handlers(app: FastAPI) -> None:
         return error_response(exc.status_code, code, str(exc.detail), headers=getattr(exc, "headers", None),
                               path=request.url.path)
 
-    @app.exception_handler(PoolTimeout)
-    @app.exception_handler(OperationalError)
-    @app.exception_handler(InterfaceError)
     async def _database(request: Request, exc: Exception) -> JSONResponse:
-        # storage/db.py turns every driver's outage (refused, reset, frozen, too many clients) into these.
+        # storage/db.py turns every driver's outage (refused, reset, frozen, too many clients) into OUTAGES.
         if out_of_connections(exc):  # up, but no connection free: this instance's pool, or the server's
             pool = isinstance(exc, PoolTimeout)
             log.warning("%s on %s %s", "database connection pool exhausted" if pool else "the database has too many "
@@ -84,3 +80,6 @@ def install_error_handlers(app: FastAPI) -> None:
         log.error("database unavailable on %s %s: %s", request.method, request.url.path, str(exc).splitlines()[0])
         return error_response(503, "database_unavailable", "the database does not answer; try again shortly",
                               headers={"Retry-After": "2"}, path=request.url.path)
+
+    for outage in OUTAGES:
+        app.add_exception_handler(outage, _database)
