@@ -94,6 +94,10 @@ def wait_until_answers(url: str, proc: subprocess.Popen, what: str, log: Path) -
     eventually(answers, f"{what} to answer", timeout=60)
 
 
+def instance_log(folder: Path, port: int) -> Path:
+    return folder / f"kynsey-{port}.log"
+
+
 def log_tail(log: Path, lines: int = 40) -> str:
     """The last ``lines`` of a process's log, for a failure's message."""
     return "\n".join(log.read_text(errors="replace").splitlines()[-lines:]) if log.exists() else f"(no {log})"
@@ -114,13 +118,12 @@ class Cluster:
     url: str  # nginx
     db_url: str
     env: dict[str, str]
+    logs: Path  # the folder of each instance's stderr (``instance_log``)
     instances: dict[int, subprocess.Popen] = field(default_factory=dict)  # port -> process
-    logs: Path | None = None  # each instance's stderr: kynsey-<port>.log
 
     def log_tails(self) -> str:
         """What every instance logged last: a failed check's message shows why (e.g. a database error)."""
-        assert self.logs is not None
-        return "\n".join(f"--- instance {port}:\n{log_tail(self.logs / f'kynsey-{port}.log')}" for port in self.instances)
+        return "\n".join(f"--- instance {port}:\n{log_tail(instance_log(self.logs, port))}" for port in self.instances)
 
     def alive(self) -> list[int]:
         return [port for port, proc in self.instances.items() if proc.poll() is None]
@@ -188,13 +191,13 @@ def cluster(tmp_path_factory) -> Iterator[Cluster]:
         instances = {}
         for port in ports:
             # A file, not a pipe no one reads: a full pipe would stall the instance's logging.
-            with (tmp / f"kynsey-{port}.log").open("wb") as log:
+            with instance_log(tmp, port).open("wb") as log:
                 proc = subprocess.Popen([*PYTHON_CLI, "serve", "--port", str(port)], env=env, stderr=log,
                                         stdin=subprocess.DEVNULL)
             stack.callback(stop, proc)
             instances[port] = proc
         for port, proc in instances.items():
-            wait_until_answers(f"http://127.0.0.1:{port}", proc, f"kynsey serve on port {port}", tmp / f"kynsey-{port}.log")
+            wait_until_answers(f"http://127.0.0.1:{port}", proc, f"kynsey serve on port {port}", instance_log(tmp, port))
 
         listen = free_port()
         (tmp / "nginx.conf").write_text(nginx_config(tmp, listen, ports))
@@ -202,7 +205,7 @@ def cluster(tmp_path_factory) -> Iterator[Cluster]:
                                  stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL)
         stack.callback(stop, nginx)
         wait_until_answers(f"http://127.0.0.1:{listen}", nginx, "nginx", tmp / "error.log")
-        yield Cluster(f"http://127.0.0.1:{listen}", db_url, env, instances, tmp)
+        yield Cluster(f"http://127.0.0.1:{listen}", db_url, env, tmp, instances)
 
 
 def port_of(resp: httpx.Response) -> int:

@@ -6,13 +6,14 @@ from __future__ import annotations
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
-from sqlalchemy import text
+from sqlalchemy.engine import make_url
 
 from kynsey.catalog.reload import reload_catalog
 from kynsey.storage.text import storable
 from tests.live import eventually
 from tests.servers.fake_openai import FakeOpenAI
 from tests.sse import events, text_of
+from tests.test_audit_chain import sql
 from tests.test_chat import chat_requests, new_conversation, send
 
 STANDARD, PRO = "llama3.2:3b-instruct-fp16", "qwen2.5:14b-instruct"
@@ -85,16 +86,12 @@ REFUSE_OFF = {"postgresql": ["DROP TRIGGER kynsey_test_refuse ON messages", "DRO
               "sqlite": ["DROP TRIGGER kynsey_test_refuse"]}
 
 
-def run_sql(server, statements: dict[str, list[str]]) -> None:
-    async def work(rt) -> None:
-        async with rt.engine.begin() as conn:
-            for statement in statements[conn.dialect.name]:
-                await conn.execute(text(statement))
-
-    server.call(work)
+def run_sql(db_url: str, statements: dict[str, list[str]]) -> None:
+    for statement in statements[make_url(db_url).get_backend_name()]:
+        sql(db_url, statement)
 
 
-def test_a_reply_the_database_refuses_stops_alone_and_the_others_are_saved(start_server, fake_ollama):
+def test_a_reply_the_database_refuses_stops_alone_and_the_others_are_saved(start_server, fake_ollama, db_url):
     """The database answers, but refuses one reply's text (here a trigger; a value it cannot
     store would do the same). That is no outage: the others go on streaming and are saved,
     the refused one stops with 'database_refused', and its row ends 'interrupted' with the
@@ -103,7 +100,7 @@ def test_a_reply_the_database_refuses_stops_alone_and_the_others_are_saved(start
     client = server.client(server.add_user("alice", "pro"))
     fake_ollama.token_delay = 0.03
     clean_words, poisoned_words = " ".join(f"w{i}" for i in range(50)), "a b c d e f poison g h i j k l m"
-    run_sql(server, REFUSE_ON)
+    run_sql(db_url, REFUSE_ON)
     try:
         with ThreadPoolExecutor(2) as pool:
             clean, poisoned = (new_conversation(client) for _ in range(2))
@@ -122,7 +119,7 @@ def test_a_reply_the_database_refuses_stops_alone_and_the_others_are_saved(start
         assert text_of(poisoned_evts).startswith(kept["content"]) and kept["error"] == poisoned_evts[-1][1]["message"]
         assert send(client, new_conversation(client), "after")[-1][0] == "done"  # the instance is not stuck
     finally:
-        run_sql(server, REFUSE_OFF)
+        run_sql(db_url, REFUSE_OFF)
 
 
 OPENAI_CATALOG = """

@@ -56,6 +56,19 @@ def write(server, live: LiveReply, *pieces: str) -> None:
     server.call(work)
 
 
+def flush_raises(server, error: type[Exception]) -> bool:
+    """Whether a flush raised ``error`` (False: it returned)."""
+
+    async def work(rt) -> bool:
+        try:
+            await rt.replies.flush()
+        except error:
+            return True
+        return False
+
+    return server.call(work)
+
+
 def flush_and_read(server) -> str:
     async def work(rt) -> str:
         await rt.replies.flush()
@@ -97,14 +110,7 @@ def test_a_flush_that_wrote_but_failed_is_not_appended_twice(server):
     server.call(arm)
     write(server, live, "two ")
 
-    async def failing_flush(rt) -> str:
-        try:
-            await rt.replies.flush()
-        except OperationalError:
-            return "failed"
-        return "saved"
-
-    assert server.call(failing_flush) == "failed"
+    assert flush_raises(server, OperationalError)
     assert live.saved_parts is None  # unknown now: the next flush writes it whole
     write(server, live, "three")
     assert flush_and_read(server) == "one two three"
@@ -210,14 +216,6 @@ def test_a_flush_that_finds_no_free_connection_keeps_the_text_for_the_next_one(s
         live = streaming_reply(server)
         write(server, live, "kept ", "through it")
         held = server.call(lambda rt: rt.engine.connect().start())  # the pool's one connection
-
-        async def flush_without_a_connection(rt) -> str:
-            try:
-                await rt.replies.flush()
-            except PoolTimeout:
-                return "no connection"
-            return "flushed"
-
-        assert server.call(flush_without_a_connection) == "no connection"
+        assert flush_raises(server, PoolTimeout)
         server.call(lambda rt: held.close())
         assert flush_and_read(server) == "kept through it"

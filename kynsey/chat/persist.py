@@ -103,14 +103,14 @@ class ReplyStore:
             except OUTAGES:
                 raise
             except SQLAlchemyError as exc:
-                log.warning("the database refused a flush of %d replies, so each is saved alone: %s",
-                            len({*self.live.unsaved, *self.live.dirty}), exc)
-                return await self._flush_apart()
+                pending = {*self.live.unsaved, *self.live.dirty}
+                log.warning("the database refused a flush of %d replies, so each is saved alone: %s", len(pending), exc)
+                return await self._flush_apart(pending)
 
-    async def _flush_apart(self) -> int:
+    async def _flush_apart(self, pending: set[str]) -> int:
         """A transaction per pending reply; a reply refused on its own is given up (``_refused``)."""
         saved = 0
-        for mid in {*self.live.unsaved, *self.live.dirty}:
+        for mid in pending:
             try:
                 saved += await self._flush((mid,))
             except OUTAGES:
@@ -132,14 +132,13 @@ class ReplyStore:
 
     async def _flush(self, only: Collection[str] | None = None) -> int:
         """One transaction for every pending reply, or for those in ``only``."""
-        live = self.live
         if only is None:
-            finals = dict(live.unsaved)
-            dirty, live.dirty = live.dirty, set()
+            finals = dict(self.live.unsaved)
+            dirty, self.live.dirty = self.live.dirty, set()
         else:
-            finals = {mid: live.unsaved[mid] for mid in only if mid in live.unsaved}
-            dirty = live.dirty.intersection(only)
-            live.dirty -= dirty
+            finals = {mid: self.live.unsaved[mid] for mid in only if mid in self.live.unsaved}
+            dirty = self.live.dirty.intersection(only)
+            self.live.dirty -= dirty
         now, whole, appended, sent = _now(), [], [], {}
         for mid in dirty:
             if mid in finals or (r := self.live.get(mid)) is None:

@@ -329,7 +329,7 @@ def sweep_orphans(live: list[str], now: datetime, cutoff: datetime, error: str):
     def job(conn: Connection) -> int:
         if live:
             TOUCH.run_many(conn, [{"mid": message_id, "now": now} for message_id in live])
-        # In the same transaction, after the touch: none of this instance's is older than ``cutoff``.
+        # In the same transaction, after the touch: none of this instance's that it touched is older than ``cutoff``.
         return ORPHANS.run(conn, {"cutoff": cutoff, "error": error, "now": now})
 
     return job
