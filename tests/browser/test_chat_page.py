@@ -7,10 +7,13 @@ from __future__ import annotations
 import re
 
 from playwright.sync_api import expect
-from sqlalchemy import delete
+from sqlalchemy import delete, text
 
+from kynsey.errors import KynseyError
 from kynsey.storage.models import WebSession
+from kynsey.web.errors import HTTP_CODES
 from tests.browser.pages import PRO, STANDARD, add_user, log_in, open_selector, option, reply, send, shot
+from tests.test_reply_faults import REFUSE_OFF, REFUSE_ON
 
 CODE_REPLY = "Here is a function:\n\n```python\ndef add(a, b):\n    return a + b\n```\n\nIt **adds** two numbers."
 
@@ -131,6 +134,63 @@ def test_a_dead_backend_is_explained_in_place(server, page, fake_ollama):
     expect(option(page, "pro").locator(".note-unavailable")).to_contain_text("Try again in a minute, or pick another tier.")
     page.keyboard.press("Escape")
     shot(page, "13-backend-down")
+
+
+def test_a_reply_the_database_refuses_is_explained_in_place(start_server, page, fake_ollama):
+    """A real refusal (a trigger on the reply's text): the reply says in words why it stopped,
+    and after a reload the saved row says the same."""
+    server = start_server(ollama_host=fake_ollama.url, chat_flush_seconds=0.05)
+    server.refresh_status()
+    add_user(server, "alice", "pro")
+    log_in(page, server, "alice")
+    fake_ollama.reply, fake_ollama.token_delay = "one two three poison four five six seven eight nine ten", 0.03
+    server.call(lambda rt: run_statements(rt, REFUSE_ON))
+    try:
+        send(page, "hello")
+        answer = reply(page)
+        expect(answer).to_have_attribute("aria-busy", "false")
+        expect(answer.locator(".msg-state")).to_contain_text(
+            "Interrupted. The database refused to save the rest of this reply, so it stopped. Retry writes a new version.")
+        page.reload()
+        expect(reply(page).locator(".msg-state")).to_contain_text("the database refuses to store this reply")
+    finally:
+        server.call(lambda rt: run_statements(rt, REFUSE_OFF))
+
+
+async def run_statements(rt, statements: dict[str, list[str]]) -> None:
+    async with rt.engine.begin() as conn:
+        for statement in statements[rt.engine.dialect.name]:
+            await conn.execute(text(statement))
+
+
+# Codes that only a bug would send the page (or only the admin's catalog reload), where the generic words do.
+GENERIC = {"internal", "bad_request", "method_not_allowed", "http_error", "invalid_catalog"}
+STREAM_CODES = {"database_refused", "shutdown", "deleted"}  # only ever in a reply stream's error event (chat/)
+WEB_CODES = {*HTTP_CODES.values(), "http_error", "invalid_catalog", "database_busy", "database_unavailable"}
+
+
+def error_codes(cls: type = KynseyError) -> set[str]:
+    return {cls.code}.union(*(error_codes(sub) for sub in cls.__subclasses__()))
+
+
+def test_every_error_the_server_can_send_has_its_words(server, page):
+    """Every code of kynsey/errors.py, of the web layer and of the reply streams has its own words on the
+    page, wherever it can surface (a refused message, a reply that stopped, a page that failed to load)."""
+    page.goto(server.url + "/")
+    codes = sorted(error_codes() | WEB_CODES | STREAM_CODES)
+    said = page.evaluate("""async (codes) => {
+        const { describeError } = await import("/words.js");
+        const out = {};
+        for (const code of codes) for (const action of ["chat", "reply", "load"])
+            out[`${code} ${action}`] = describeError({ code, message: "what the server said", details: {} }, { action });
+        return out;
+    }""", codes)
+    generic = {key.split()[0] for key, words in said.items() if words.startswith("Something went wrong")}
+    assert generic == GENERIC, f"codes without words of their own: {sorted(generic - GENERIC)}"
+    assert not [words for words in said.values() if "undefined" in words or "null" in words], said
+    assert said["database_unavailable chat"] == ("Kynsey's database does not answer, so your message was not sent. "
+                                                 "Try again in a minute.")
+    assert "What arrived is saved once it is back" in said["database_unavailable reply"]
 
 
 def test_too_many_messages_keeps_the_draft_and_says_when(start_server, fake_ollama, page):

@@ -84,7 +84,7 @@ function stateText(msg) {
 
 function words(msg, status) {
   const code = msg.error_code || status;
-  const said = describeError({ code, message: msg.error || "", retryAfter: msg.retryAfter }, { action: "chat" });
+  const said = describeError({ code, message: msg.error || "", retryAfter: msg.retryAfter }, { action: "reply" });
   const detail = msg.error && !said.includes(msg.error) ? ` (${msg.error})` : "";
   return code === "failed" ? `The reply failed${detail}. Retry to ask again.` : `${said}${detail}`;
 }

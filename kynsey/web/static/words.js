@@ -25,7 +25,8 @@ export function unavailableAdvice(status) {
   return WHAT_TO_DO[status] || "Pick another tier.";
 }
 
-// context: { action: "switch" | "chat" | "login" | "warm" | "load", tierName }
+// context: { action: "switch" | "chat" | "reply" | "login" | "warm" | "load", tierName }; "chat" is a
+// message the server refused before storing anything (the draft comes back), "reply" one that stopped midway.
 export function describeError(err, context = {}) {
   const code = err.code || "error";
   const message = err.message || "";
@@ -42,13 +43,22 @@ export function describeError(err, context = {}) {
     backend_busy: () => "The model server is busy. Wait a few seconds, then try again.",
     model_missing: () => "This tier's model is not installed. Pick another tier, or ask an admin to install it.",
     model_load_failed: () => "The model failed to load. Try again, or pick another tier.",
+    backend_error: () => `The model server answered with an error: ${message || "no reason given"}. Retry, or pick another tier.`,
     stream_broken: () => "The model server cut the reply short. What arrived is kept; Retry writes a new version.",
     interrupted: () => "The reply stopped before it finished. What arrived is kept; Retry writes a new version.",
+    shutdown: () => "This Kynsey server is shutting down. Reload in a moment to see the rest of the reply.",
+    database_unavailable: () => databaseDown(context.action),
+    database_busy: () => `Kynsey's database is too busy right now${notSent(context.action)}. Wait a few seconds, then try again.`,
+    database_refused: () => "The database refused to save the rest of this reply, so it stopped. Retry writes a new version.",
     not_running_here: () => "This reply is being written by another Kynsey server, so it can't be stopped from here. Wait for it, or reload.",
     circuit_open: () => "This model keeps failing, so it is paused for a short cooldown. Try again shortly, or pick another tier.",
     not_authenticated: () => notAuthenticated(err, context),
     csrf_failed: () => "This page's security token is out of date. Reload the page, then try again.",
     conversation_not_found: () => "This conversation no longer exists. Pick another one, or start a new chat.",
+    deleted: () => "This conversation was deleted meanwhile. Pick another one, or start a new chat.",
+    unknown_tier: () => `${capitalise(message)}. Reload the page to see the tiers there are.`,
+    not_found: () => `${capitalise(message)}.`,
+    payload_too_large: () => `That is too long to send${err.details?.limit ? ` (over ${err.details.limit} bytes)` : ""}. Shorten it, then try again.`,
     conflict: () => `${capitalise(message)}.`,
     invalid_request: () => `${capitalise(message)}.`,
     forbidden: () => `${capitalise(message)}.`,
@@ -58,9 +68,16 @@ export function describeError(err, context = {}) {
 }
 
 function tooMany(action, wait) {
-  const what = { switch: "switches", warm: "switches", chat: "messages" }[action] || "requests";
+  const what = { switch: "switches", warm: "switches", chat: "messages", reply: "messages" }[action] || "requests";
   return wait ? `Too many ${what} - try again in ${wait} s.` : `Too many ${what} - wait a moment, then try again.`;
 }
+
+function databaseDown(action) {
+  if (action === "reply") return "Kynsey's database stopped answering during the reply. What arrived is saved once it is back; reload then to see it.";
+  return `Kynsey's database does not answer${notSent(action)}. Try again in a minute.`;
+}
+
+const notSent = (action) => (action === "chat" ? ", so your message was not sent" : "");
 
 function unavailable(err, context) {
   const status = err.details?.tier_status;
