@@ -6,6 +6,10 @@ Two ways to run out, both on a private PostgreSQL database: this instance's pool
 clients``: here a role's ``CONNECTION LIMIT``, the same refusal as past
 ``max_connections``). Either way the instance recovers as soon as a connection
 is free again.
+
+A transaction that PostgreSQL rolls back to break a conflict (a deadlock, a
+serialization failure) answers the same 503 ``database_busy``: nothing of it was
+written, and trying again passes.
 """
 
 from __future__ import annotations
@@ -23,17 +27,19 @@ from kynsey.settings import Settings
 from tests.conftest import OLLAMA_TIERS
 from tests.live import LiveServer, eventually
 from tests.pg import ADMIN_URL, admin_execute, private_database
+from tests.test_chat import new_conversation, send
 
 ROUTES = [("GET", "/api/conversations", None), ("GET", "/api/auth/me", None),
           ("POST", "/api/conversations", {"title": "x"}), ("GET", "/api/models/tiers", None)]
 
 
 @contextlib.contextmanager
-def kynsey_server(database_url: str, tmp_path: Path, **limits) -> Iterator[LiveServer]:
+def kynsey_server(database_url: str, tmp_path: Path, ollama_host: str = "http://127.0.0.1:9",
+                  **limits) -> Iterator[LiveServer]:
     # auth_cache_seconds=0: every request looks its caller up, so that lookup meets the busy database too
     # (a caller kept in memory would answer /api/auth/me without it).
     settings = Settings(tiers=OLLAMA_TIERS, database_url=database_url, data_dir=tmp_path / "data",
-                        ollama_host="http://127.0.0.1:9", status_refresh=60, auth_cache_seconds=0, **limits)
+                        ollama_host=ollama_host, status_refresh=60, auth_cache_seconds=0, **limits)
     server = LiveServer(settings).start()
     try:
         yield server
@@ -95,6 +101,36 @@ def test_too_many_clients_answers_503_database_busy_and_recovers(tmp_path):
         check_busy(client, "too many clients")
         server.call(lambda rt: held.close())
         eventually(lambda: client.get("/api/conversations").status_code == 200, "recovery")
+
+
+CONFLICT_ON = [  # PostgreSQL's own deadlock error, raised where a real one would strike
+    "CREATE FUNCTION kynsey_test_conflict() RETURNS trigger LANGUAGE plpgsql AS "
+    "$$ BEGIN RAISE EXCEPTION 'deadlock detected' USING ERRCODE = 'deadlock_detected'; END $$",
+    "CREATE TRIGGER kynsey_test_conflict BEFORE DELETE ON conversations FOR EACH ROW EXECUTE FUNCTION kynsey_test_conflict()",
+    "CREATE TRIGGER kynsey_test_conflict BEFORE INSERT ON messages FOR EACH ROW EXECUTE FUNCTION kynsey_test_conflict()",
+]
+CONFLICT_OFF = ["DROP TRIGGER kynsey_test_conflict ON conversations", "DROP TRIGGER kynsey_test_conflict ON messages"]
+
+
+def test_a_transaction_rolled_back_to_break_a_deadlock_answers_503_database_busy(tmp_path, fake_ollama):
+    """Both ways a request writes: an ordinary session (deleting a conversation) and a reply's turn,
+    whose statements run on the driver's cursor (``storage/prepared.py``). Before, a deadlock was a 500."""
+    with private_database("kynsey_conflict") as url, kynsey_server(url, tmp_path, fake_ollama.url) as server:
+        client = server.client(add_user_directly(url, "alice"))
+        cid = new_conversation(client)
+        for statement in CONFLICT_ON:
+            asyncio.run(admin_execute(url, statement))
+        for method, path, body in (("DELETE", f"/api/conversations/{cid}", None),
+                                   ("POST", f"/api/conversations/{cid}/messages", {"content": "hello"})):
+            resp = client.request(method, path, json=body)
+            assert resp.status_code == 503 and resp.headers["retry-after"] == "1", (method, resp.status_code, resp.text)
+            assert resp.json()["error"] == {"code": "database_busy", "message": "the database broke off this request "
+                                            "to resolve a conflict with another one; try again"}
+        assert client.get(f"/api/conversations/{cid}").json()["messages"] == []  # the turn wrote nothing
+        for statement in CONFLICT_OFF:
+            asyncio.run(admin_execute(url, statement))
+        assert send(client, cid, "hello")[-1][0] == "done"
+        assert client.delete(f"/api/conversations/{cid}").status_code == 204
 
 
 def add_user_directly(database_url: str, name: str) -> str:

@@ -8,7 +8,9 @@ and background work retries it. Running out of connections is told apart
 (``out_of_connections``): this instance's pool had none free within
 ``KYNSEY_DB_POOL_TIMEOUT`` (SQLAlchemy's pool ``TimeoutError``), or PostgreSQL
 refused a new one (``too many clients``, SQLSTATE 53300, past ``max_connections``
-or a role's ``CONNECTION LIMIT``); both answer 503 ``database_busy``. Every connect and every statement is bounded
+or a role's ``CONNECTION LIMIT``); both answer 503 ``database_busy``. So does a transaction
+that PostgreSQL rolled back to break a conflict with another one (a deadlock or a serialization
+failure: ``RolledBack``), since trying it again may pass. Every connect and every statement is bounded
 in time (``KYNSEY_DB_CONNECT_TIMEOUT``, ``KYNSEY_DB_STATEMENT_TIMEOUT``), so a
 frozen PostgreSQL costs a request seconds, not forever.
 """
@@ -34,6 +36,12 @@ UNAVAILABLE_SQLSTATES = frozenset({TOO_MANY_CONNECTIONS, "57P01", "57P02", "57P0
 # connection free in this instance's pool), as opposed to one that answered and refused the work:
 # the web layer answers these with 503, and the flusher keeps replies in memory until they pass.
 OUTAGES = (OperationalError, InterfaceError, PoolTimeout)
+
+
+class RolledBack(DBAPIError):
+    """PostgreSQL rolled the transaction back to break a conflict with another one (SQLSTATE class 40:
+    a deadlock, a serialization failure). Nothing of it was written, and the same work may pass if
+    tried again. Not an outage: the database answers."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,16 +99,24 @@ def _bounded_connect(limits: DbLimits):
 
 
 def outage_as_operational_error(context):
-    """A statement that hit a dead or frozen server raises OperationalError, and its connection is dropped."""
+    """A statement that hit a dead or frozen server raises OperationalError, and its connection is dropped;
+    one that PostgreSQL rolled back to break a conflict raises RolledBack."""
     original = context.original_exception
     if isinstance(context.sqlalchemy_exception, OperationalError):
         return None
+    if is_rolled_back(original):
+        return RolledBack(context.statement, context.parameters, original)
     if is_outage(original) or (
         isinstance(context.sqlalchemy_exception, DBAPIError) and context.sqlalchemy_exception.connection_invalidated
     ):
         context.is_disconnect = True
         return OperationalError(context.statement, context.parameters, original, connection_invalidated=True)
     return None
+
+
+def is_rolled_back(exc: BaseException) -> bool:
+    """Whether a driver's ``exc`` is a transaction PostgreSQL rolled back to break a conflict (class 40)."""
+    return str(getattr(exc, "sqlstate", "")).startswith("40")
 
 
 def is_outage(exc: BaseException) -> bool:

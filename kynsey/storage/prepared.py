@@ -9,7 +9,8 @@ runs it on the job's connection, in the job's transaction, through the DBAPI
 cursor: on PostgreSQL SQLAlchemy's asyncpg adapter, with its prepared-statement cache.
 
 Errors are SQLAlchemy's, as ``Connection.execute`` raises them: a driver error becomes
-its ``DBAPIError`` subclass (``IntegrityError`` for a unique index), and a lost or
+its ``DBAPIError`` subclass (``IntegrityError`` for a unique index, ``RolledBack`` for a
+deadlock), and a lost or
 refused server an ``OperationalError`` whose connection is invalidated together with
 the pool, as ``storage/db.py`` makes SQLAlchemy do. A statement cancelled half-way
 invalidates its connection, as SQLAlchemy does.
@@ -27,7 +28,7 @@ from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.sql import ClauseElement, Executable
 from sqlalchemy.sql.compiler import SQLCompiler
 
-from kynsey.storage.db import is_outage
+from kynsey.storage.db import RolledBack, is_outage, is_rolled_back
 
 
 @dataclass(frozen=True, slots=True)
@@ -108,6 +109,8 @@ def _translated(conn: Connection, exc: Exception, sql: str, args, cursor) -> Exc
         conn.engine.pool._invalidate(fairy, exc)  # what SQLAlchemy does on a disconnect: the others are stale too
         conn.invalidate(exc)
         return OperationalError(sql, args, exc, connection_invalidated=True)
+    if driver_error and is_rolled_back(exc):
+        return RolledBack(sql, args, exc)
     if driver_error:
         return DBAPIError.instance(sql, args, exc, dbapi.Error)
     return exc

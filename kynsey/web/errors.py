@@ -13,7 +13,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from kynsey.compat.shapes import render as compat_shape
 from kynsey.errors import CatalogError, KynseyError
-from kynsey.storage.db import OUTAGES, out_of_connections
+from kynsey.storage.db import OUTAGES, RolledBack, out_of_connections
 
 log = logging.getLogger(__name__)
 
@@ -69,6 +69,11 @@ def install_error_handlers(app: FastAPI) -> None:
 
     async def _database(request: Request, exc: Exception) -> JSONResponse:
         # storage/db.py turns every driver's outage (refused, reset, frozen, too many clients) into OUTAGES.
+        if isinstance(exc, RolledBack):  # a deadlock or serialization failure: nothing written, and a retry may pass
+            log.warning("the database rolled back %s %s to break a conflict: %s", request.method, request.url.path,
+                        str(exc.orig).splitlines()[0])
+            return error_response(503, "database_busy", "the database broke off this request to resolve a conflict "
+                                  "with another one; try again", headers={"Retry-After": "1"}, path=request.url.path)
         if out_of_connections(exc):  # up, but no connection free: this instance's pool, or the server's
             pool = isinstance(exc, PoolTimeout)
             log.warning("%s on %s %s", "database connection pool exhausted" if pool else "the database has too many "
@@ -81,5 +86,5 @@ def install_error_handlers(app: FastAPI) -> None:
         return error_response(503, "database_unavailable", "the database does not answer; try again shortly",
                               headers={"Retry-After": "2"}, path=request.url.path)
 
-    for outage in OUTAGES:
-        app.add_exception_handler(outage, _database)
+    for failure in (*OUTAGES, RolledBack):
+        app.add_exception_handler(failure, _database)
