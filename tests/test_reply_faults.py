@@ -24,7 +24,8 @@ def stored_messages(client, cid: str) -> list[dict]:
 
 
 @pytest.mark.parametrize(
-    "line", [b'{"message":"oops","done":false}\n', b'{"message":{"role":"assistant","content":5},"done":false}\n']
+    "line", [b'{"message":"oops","done":false}\n', b'{"message":{"role":"assistant","content":5},"done":false}\n',
+             b'{"message":{"role":"assistant","content":" x"},"done":"yes"}\n']  # not the end: the wrong shape
 )
 def test_a_malformed_backend_line_ends_the_reply_with_stream_broken_and_keeps_its_text(server, fake_ollama, line):
     client = server.client(server.add_user("alice", "pro"))
@@ -37,6 +38,17 @@ def test_a_malformed_backend_line_ends_the_reply_with_stream_broken_and_keeps_it
     assert (reply["status"], reply["content"]) == ("interrupted", text_of(evts)) and text_of(evts) == "Echo: one"
     del fake_ollama.fail[STANDARD]
     assert send(client, cid, "again")[-1][0] == "done"  # the conversation is not stuck
+
+
+def test_an_error_that_is_null_is_no_error(server, fake_ollama):
+    """Before, ``"error": null`` stopped the reply with 'the backend stopped the reply: None'."""
+    client = server.client(server.add_user("alice", "pro"))
+    fake_ollama.fail[STANDARD] = "malformed"
+    fake_ollama.malformed_line = b'{"message":{"role":"assistant","content":" two"},"done":false,"error":null}\n'
+    cid = new_conversation(client)
+    evts = send(client, cid, "one two three")
+    assert evts[-1][0] == "done" and text_of(evts) == "Echo: one two", evts[-1]
+    assert stored_messages(client, cid)[-1]["content"] == "Echo: one two"
 
 
 def test_a_line_that_never_ends_stops_the_reply_with_stream_broken_and_keeps_its_text(server, fake_ollama):

@@ -266,16 +266,17 @@ class OllamaBackend(HttpBackend):
             raise StreamBroken(f"the backend sent a line that is not JSON: {_show(line)}", model=model) from exc
         if not isinstance(data, dict):
             raise StreamBroken(f"the backend sent a line that is not a JSON object: {_show(line)}", model=model)
-        if "error" in data:
+        if data.get("error") is not None:  # an "error": null is no error
             why = str(data["error"])
             if not got_text and _is_load_failure(why):
                 raise ModelLoadFailed(f"model '{model}' failed to load ({why})", model=model)
             raise StreamBroken(f"the backend stopped the reply: {why}", model=model)
         message = data.get("message") or {}
         text = message.get("content") if isinstance(message, dict) else None
-        if not isinstance(message, dict) or not isinstance(text, str | None):
+        done = data.get("done")
+        if not isinstance(message, dict) or not isinstance(text, str | None) or not isinstance(done, bool | None):
             raise StreamBroken(f"the backend sent a line of the wrong shape: {_show(line)}", model=model)
-        if not data.get("done"):
+        if not done:
             return ChatChunk(text=text or "")
         load_ns = _number(data.get("load_duration"))
         return ChatChunk(
