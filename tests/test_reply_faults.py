@@ -167,6 +167,25 @@ def test_a_stream_cut_with_done_but_no_finish_reason_is_interrupted_not_complete
         assert evts[-1][0] == "done" and stored_messages(client, cid)[-1]["status"] == "complete"
 
 
+def test_an_event_that_never_ends_stops_the_reply_with_stream_broken_and_keeps_its_text(start_server, tmp_path):
+    """An OpenAI-compatible server that sends data lines without the blank line that ends an event
+    had them all kept, until memory ran out. Past ``MAX_LINE_BYTES`` (1 MiB) of one event's data
+    the reply ends 'stream_broken', its text kept."""
+    with FakeOpenAI(models=["mini"]) as fake:
+        path = tmp_path / "tiers.toml"
+        path.write_text(OPENAI_CATALOG.format(url=fake.url))
+        server = start_server(tiers=path)
+        server.refresh_status()
+        client = server.client(server.add_user("sam", "standard"))
+        cid = new_conversation(client)
+        fake.fail["mini"] = "endless_event"
+        evts = send(client, cid, "one two three")
+        assert evts[-1][0] == "error" and evts[-1][1]["code"] == "stream_broken", evts[-1]
+        assert "an event longer than 1 MiB" in evts[-1][1]["message"]
+        reply = stored_messages(client, cid)[-1]
+        assert (reply["status"], reply["content"]) == ("interrupted", text_of(evts)) and text_of(evts) == "Echo: one"
+
+
 def test_an_openai_backend_is_not_probed_while_it_streams(start_server, tmp_path):
     """A probe would cut llama.cpp's server's running stream: the host with a live stream is known up."""
     with FakeOpenAI(models=["mini"]) as fake:

@@ -24,6 +24,7 @@ import orjson
 
 from kynsey.backends.base import ChatChunk, ChatMessage, HostSnapshot, ModelState
 from kynsey.backends.http import (
+    MAX_LINE_BYTES,
     Fetched,
     HostClient,
     HttpBackend,
@@ -107,10 +108,13 @@ def _count(value: Any) -> int | None:
 
 
 class SSEReader:
-    """Server-sent events, fed line by line; yields each event's data once its blank line arrives."""
+    """Server-sent events, fed line by line; yields each event's data once its blank line arrives.
+    An event's data past ``MAX_LINE_BYTES`` breaks the stream: a server that never sends the blank
+    line would otherwise have every line kept until memory runs out."""
 
     def __init__(self) -> None:
         self._data: list[str] = []
+        self._size = 0
 
     def feed(self, line: str) -> str | None:
         if not line:
@@ -120,12 +124,15 @@ class SSEReader:
         name, _, value = line.partition(":")
         if name == "data":
             self._data.append(value[1:] if value.startswith(" ") else value)
+            self._size += len(value)
+            if self._size > MAX_LINE_BYTES:
+                raise StreamBroken(f"the backend sent an event longer than {MAX_LINE_BYTES // (1 << 20)} MiB")
         return None
 
     def flush(self) -> str | None:
         if not self._data:
             return None
-        data, self._data = "\n".join(self._data), []
+        data, self._data, self._size = "\n".join(self._data), [], 0
         return data
 
 
@@ -291,12 +298,12 @@ class OpenAIBackend(HttpBackend):
         """One read's lines: (the texts of its events, the error a bad event raised, whether [DONE] came)."""
         texts: list[str] = []
         for raw in lines:
-            data = events.feed(raw.decode("utf-8", "replace").rstrip("\r"))
-            if data is None:
-                continue
-            if data == "[DONE]":
-                return texts, None, True
             try:
+                data = events.feed(raw.decode("utf-8", "replace").rstrip("\r"))
+                if data is None:
+                    continue
+                if data == "[DONE]":
+                    return texts, None, True
                 chunk = cls._chunk(model, data, reply)
             except BackendError as exc:
                 return texts, exc, False

@@ -42,8 +42,10 @@ _POLL = 0.05
 # "malformed": a line of the wrong shape (``malformed_line``) among the tokens;
 # "cut_done" (OpenAI): ``data: [DONE]`` without a finish_reason, as llama.cpp's
 # server ends a stream it cuts short; "endless_line": bytes without an end of line, until
-# the client leaves.
-STREAMED_FAILURES = ("stream_error", "disconnect", "truncate", "malformed", "cut_done", "linger", "endless_line")
+# the client leaves; "endless_event" (OpenAI): data lines without the blank line that ends an
+# event, until the client leaves.
+STREAMED_FAILURES = ("stream_error", "disconnect", "truncate", "malformed", "cut_done", "linger", "endless_line",
+                     "endless_event")
 
 
 class Gone(Exception):

@@ -170,6 +170,11 @@ class FakeOpenAI(FakeModelServer):
         if mode == "cut_done":  # llama.cpp's server, cutting a stream short for another request
             await send({"type": "http.response.body", "body": b"data: [DONE]\n\n"})
             return
+        if mode == "endless_event":  # data lines without the blank line that ends an event, until the client leaves
+            while not watch.done():
+                await send({"type": "http.response.body", "body": b"data: " + b"x" * 65536 + b"\n", "more_body": True})
+                await asyncio.sleep(0)
+            return
         if mode == "malformed":  # a numeric 'content'
             line = self.malformed_line or b'data: {"choices":[{"index":0,"delta":{"content":5},"finish_reason":null}]}\n\n'
             await stream_chunk(send, line)
