@@ -186,6 +186,27 @@ def test_an_event_that_never_ends_stops_the_reply_with_stream_broken_and_keeps_i
         assert (reply["status"], reply["content"]) == ("interrupted", text_of(evts)) and text_of(evts) == "Echo: one"
 
 
+@pytest.mark.parametrize("line", [
+    b'error: {"code":500,"message":"the context is full","type":"server_error"}\n\n',  # llama.cpp's server until 2025-09
+    b'event: error\ndata: {"message":"the context is full"}\n\n',  # only the event's name says it is an error
+])
+def test_an_error_event_mid_stream_stops_the_reply_with_its_message(start_server, tmp_path, line):
+    """Before, both were skipped, and the reply ended 'done' as if nothing had gone wrong."""
+    with FakeOpenAI(models=["mini"]) as fake:
+        path = tmp_path / "tiers.toml"
+        path.write_text(OPENAI_CATALOG.format(url=fake.url))
+        server = start_server(tiers=path)
+        server.refresh_status()
+        client = server.client(server.add_user("sam", "standard"))
+        cid = new_conversation(client)
+        fake.fail["mini"], fake.malformed_line = "malformed", line
+        evts = send(client, cid, "one two three")
+        assert evts[-1] == ("error", {"code": "stream_broken", "message": "the reply was cut off: the backend stopped "
+                                                                          "the reply: the context is full"}), evts[-1]
+        reply = stored_messages(client, cid)[-1]
+        assert (reply["status"], reply["content"]) == ("interrupted", "Echo: one") and text_of(evts) == "Echo: one"
+
+
 def test_an_openai_backend_is_not_probed_while_it_streams(start_server, tmp_path):
     """A probe would cut llama.cpp's server's running stream: the host with a live stream is known up."""
     with FakeOpenAI(models=["mini"]) as fake:

@@ -7,7 +7,7 @@ and unload does nothing. Errors arrive as ``{"error": {"message", "type",
 "code"}}`` (vLLM also uses a top-level ``message``); an unknown model is a 404
 and a full server a 503 or 429. A stream is complete only once a
 ``finish_reason`` arrived (``data: [DONE]`` alone is not enough: llama.cpp's
-server sends it when it cuts a stream short); an error object, or an event of
+server sends it when it cuts a stream short); an error object or an error event, or an event of
 the wrong shape, inside the stream breaks it.
 """
 
@@ -109,12 +109,15 @@ def _count(value: Any) -> int | None:
 
 class SSEReader:
     """Server-sent events, fed line by line; yields each event's data once its blank line arrives.
-    An event's data past ``MAX_LINE_BYTES`` breaks the stream: a server that never sends the blank
-    line would otherwise have every line kept until memory runs out."""
+    An error event breaks the stream with its message: ``event: error`` before the data, or an
+    ``error:`` field in place of ``data:`` (llama.cpp's server before September 2025). An event's
+    data past ``MAX_LINE_BYTES`` breaks it too: a server that never sends the blank line would
+    otherwise have every line kept until memory runs out."""
 
     def __init__(self) -> None:
         self._data: list[str] = []
         self._size = 0
+        self._error = False
 
     def feed(self, line: str) -> str | None:
         if not line:
@@ -122,17 +125,27 @@ class SSEReader:
         if line.startswith(":"):  # a comment, used as a keep-alive
             return None
         name, _, value = line.partition(":")
-        if name == "data":
+        if name == "data" or name == "error":
             self._data.append(value[1:] if value.startswith(" ") else value)
             self._size += len(value)
             if self._size > MAX_LINE_BYTES:
                 raise StreamBroken(f"the backend sent an event longer than {MAX_LINE_BYTES // (1 << 20)} MiB")
+            if name != "data":
+                self._error = True
+        elif name == "event":
+            self._error = value.strip() == "error"
         return None
 
     def flush(self) -> str | None:
         if not self._data:
             return None
-        data, self._data, self._size = "\n".join(self._data), [], 0
+        data, error, self._data, self._size, self._error = "\n".join(self._data), self._error, [], 0, False
+        if error:
+            try:
+                said = _error_text(orjson.loads(data))
+            except orjson.JSONDecodeError:
+                said = data
+            raise StreamBroken(f"the backend stopped the reply: {said[:300]}")
         return data
 
 
