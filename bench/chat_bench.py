@@ -14,8 +14,9 @@ PostgreSQL (a private database). For each database, in one run:
   stack (FastAPI, uvicorn, aiohttp) adds, so that Kynsey's own share shows, and through the
   same relay as a bare ASGI app (no FastAPI), so that the framework's share shows;
 - one stream of 200 and of 2,000 tokens: tokens/s through Kynsey over direct, the
-  median of 15 interleaved runs, and through the floor beside it (a stream of 200
-  tokens lasts under 2 ms here, so its ratio is mostly the time to first token);
+  median of 15 interleaved runs, and through the floor and the bare relay beside it
+  (a stream of 200 tokens lasts about 2 ms here, so its ratio is mostly the time to
+  first token, and the bare relay's shows the most any app served by uvicorn can reach);
   and one stream of 200 tokens paced at 1,000 tokens/s, faster than any model
   this machine runs, so that the ratio shows what a user's stream loses;
 - 200 concurrent streams of 2,000 tokens, each creating its conversation inside
@@ -150,20 +151,21 @@ def wait_until_listening(port: int) -> None:
     raise RuntimeError(f"nothing listens on port {port}")
 
 
-async def one_stream(direct, kyn, url: str, floor: str, tier: str, runs: int) -> tuple[float, float, float, float]:
+async def one_stream(direct, kyn, url: str, floor: str, bare: str, tier: str, runs: int) -> tuple[float, ...]:
     """tokens/s of one stream, from the request to its end: direct, through Kynsey's SSE, through /v1,
-    through the floor;
+    through the floor, through the bare relay;
     the median of ``runs`` interleaved runs (one stream of 200 tokens lasts a few milliseconds).
     (From the first token on is no measure here: Kynsey coalesces what the fake sends at once.)"""
     (await kyn.post("/api/models/tier", json={"tier": tier})).raise_for_status()
-    d, k, o, f = [], [], [], []
+    d, k, o, f, b = [], [], [], [], []
     for _ in range(runs):
         cid = await new_conversation(kyn)  # before the clock starts
         d.append(_rate(await direct_stream(direct, url)))
         k.append(_rate(await kynsey_stream(kyn, cid)))
         o.append(_rate(await openai_stream(kyn, tier)))
         f.append(_rate(await direct_stream(direct, floor)))
-    return percentile(d, 50), percentile(k, 50), percentile(o, 50), percentile(f, 50)
+        b.append(_rate(await direct_stream(direct, bare)))
+    return tuple(percentile(rates, 50) for rates in (d, k, o, f, b))
 
 
 def _rate(stream: tuple[float, int, float]) -> float:
@@ -226,15 +228,16 @@ def mb(value: int) -> str:
     return f"{value / 2**20:.0f} MB"
 
 
-async def run(args, urls: dict[str, str], floors: dict[str, str], bare: str, kynsey: Kynsey, token: str,
+async def run(args, urls: dict[str, str], floors: dict[str, str], bares: dict[str, str], kynsey: Kynsey, token: str,
               db: str) -> list[tuple[str, str]]:
     headers = {"Authorization": f"Bearer {token}"}
     rows: list[tuple[str, str]] = []
     async with httpx.AsyncClient(timeout=HUNG_AFTER) as direct, httpx.AsyncClient(
         base_url=kynsey.url, headers=headers, timeout=HUNG_AFTER
     ) as kyn:
-        await ttft(direct, kyn, urls["standard"], floors["standard"], bare, 20)  # warm connections and caches
-        d, k, o, f, b = await ttft(direct, kyn, urls["standard"], floors["standard"], bare, args.ttft_requests)
+        await ttft(direct, kyn, urls["standard"], floors["standard"], bares["standard"], 20)  # warm connections and caches
+        d, k, o, f, b = await ttft(direct, kyn, urls["standard"], floors["standard"], bares["standard"],
+                                   args.ttft_requests)
         rows.append((f"[{db}] TTFT direct p50 / p99", f"{percentile(d, 50):.2f} / {percentile(d, 99):.2f} ms  ({load()})"))
         floor50 = percentile(f, 50) - percentile(d, 50)
         for route, times in (("Kynsey SSE", k), ("/v1/chat/completions", o)):
@@ -250,14 +253,16 @@ async def run(args, urls: dict[str, str], floors: dict[str, str], bare: str, kyn
                      f"{percentile(b, 50) - percentile(d, 50):+.2f} / {percentile(b, 99) - percentile(d, 99):+.2f} ms"))
         for tier, tokens in (("short", "200 tokens"), ("long", "2000 tokens"),
                              ("paced", f"200 tokens paced at {1 / PACED_DELAY:,.0f}/s")):
-            d_rate, k_rate, o_rate, f_rate = await one_stream(direct, kyn, urls[tier], floors[tier], tier,
-                                                              args.stream_runs)
+            d_rate, k_rate, o_rate, f_rate, b_rate = await one_stream(direct, kyn, urls[tier], floors[tier], bares[tier],
+                                                                      tier, args.stream_runs)
             what = f"[{db}] one stream of {tokens}, request to end (median of {args.stream_runs})"
             rows += [(f"{what}: via Kynsey SSE / direct (goal >= 0.8x)",
                       f"{k_rate:,.0f} / {d_rate:,.0f} tokens/s = {k_rate / d_rate:.2f}x  ({load()})"),
                      (f"{what}: via /v1 / direct (goal >= 0.8x)",
                       f"{o_rate:,.0f} / {d_rate:,.0f} tokens/s = {o_rate / d_rate:.2f}x"),
-                     (f"{what}: via the floor / direct", f"{f_rate:,.0f} / {d_rate:,.0f} tokens/s = {f_rate / d_rate:.2f}x")]
+                     (f"{what}: via the floor / direct", f"{f_rate:,.0f} / {d_rate:,.0f} tokens/s = {f_rate / d_rate:.2f}x"),
+                     (f"{what}: via the bare relay / direct",
+                      f"{b_rate:,.0f} / {d_rate:,.0f} tokens/s = {b_rate / d_rate:.2f}x")]
         (await kyn.post("/api/models/tier", json={"tier": "many"})).raise_for_status()
         rows += await rounds(args, urls["many"], kynsey, headers, db)
     return rows
@@ -324,14 +329,15 @@ def main() -> None:
     with contextlib.ExitStack() as stack:
         urls = {tier: stack.enter_context(fake_ollama("--models", MODEL, "--loaded", MODEL, "--reply-tokens", *reply))
                 for tier, reply in replies.items()}
-        floors = {tier: stack.enter_context(floor_relay(urls[tier])) for tier in ("standard", "short", "long", "paced")}
-        bare = stack.enter_context(floor_relay(urls["standard"], "bare"))
+        relayed = ("standard", "short", "long", "paced")
+        floors = {tier: stack.enter_context(floor_relay(urls[tier])) for tier in relayed}
+        bares = {tier: stack.enter_context(floor_relay(urls[tier], "bare")) for tier in relayed}
         # Lift the limits, and keep the rollback guard from reading the benchmark's own load as a degradation.
         settings = dict(chat_rate_limit="100000000/minute", switch_rate_limit="100000/minute",
                         guard_min_replies="100000000", tiers=catalog_file(urls))
         for db in args.db.split(","):
             with kynsey_on(db, urls["standard"], settings) as (kynsey, token):
-                rows += asyncio.run(run(args, urls, floors, bare, kynsey, token, db))
+                rows += asyncio.run(run(args, urls, floors, bares, kynsey, token, db))
     report(rows)
 
 
