@@ -150,14 +150,19 @@ backend = "llamacpp"
 """
 
 
+def openai_chat(start_server, tmp_path, fake: FakeOpenAI, **settings) -> tuple:
+    """A Kynsey server whose one tier is ``fake``'s model 'mini': a user's client, and a new conversation."""
+    path = tmp_path / "tiers.toml"
+    path.write_text(OPENAI_CATALOG.format(url=fake.url))
+    server = start_server(tiers=path, **settings)
+    server.refresh_status()
+    client = server.client(server.add_user("sam", "standard"))
+    return client, new_conversation(client)
+
+
 def test_a_stream_cut_with_done_but_no_finish_reason_is_interrupted_not_complete(start_server, tmp_path):
     with FakeOpenAI(models=["mini"]) as fake:
-        path = tmp_path / "tiers.toml"
-        path.write_text(OPENAI_CATALOG.format(url=fake.url))
-        server = start_server(tiers=path)
-        server.refresh_status()
-        client = server.client(server.add_user("sam", "standard"))
-        cid = new_conversation(client)
+        client, cid = openai_chat(start_server, tmp_path, fake)
         fake.fail["mini"] = "cut_done"
         evts = send(client, cid, "one two three")
         assert evts[-1][0] == "error" and evts[-1][1]["code"] == "stream_broken"
@@ -172,12 +177,7 @@ def test_an_event_that_never_ends_stops_the_reply_with_stream_broken_and_keeps_i
     had them all kept, until memory ran out. Past ``MAX_LINE_BYTES`` (1 MiB) of one event's data
     the reply ends 'stream_broken', its text kept."""
     with FakeOpenAI(models=["mini"]) as fake:
-        path = tmp_path / "tiers.toml"
-        path.write_text(OPENAI_CATALOG.format(url=fake.url))
-        server = start_server(tiers=path)
-        server.refresh_status()
-        client = server.client(server.add_user("sam", "standard"))
-        cid = new_conversation(client)
+        client, cid = openai_chat(start_server, tmp_path, fake)
         fake.fail["mini"] = "endless_event"
         evts = send(client, cid, "one two three")
         assert evts[-1][0] == "error" and evts[-1][1]["code"] == "stream_broken", evts[-1]
@@ -193,12 +193,7 @@ def test_an_event_that_never_ends_stops_the_reply_with_stream_broken_and_keeps_i
 def test_an_error_event_mid_stream_stops_the_reply_with_its_message(start_server, tmp_path, line):
     """Before, both were skipped, and the reply ended 'done' as if nothing had gone wrong."""
     with FakeOpenAI(models=["mini"]) as fake:
-        path = tmp_path / "tiers.toml"
-        path.write_text(OPENAI_CATALOG.format(url=fake.url))
-        server = start_server(tiers=path)
-        server.refresh_status()
-        client = server.client(server.add_user("sam", "standard"))
-        cid = new_conversation(client)
+        client, cid = openai_chat(start_server, tmp_path, fake)
         fake.fail["mini"], fake.malformed_line = "malformed", line
         evts = send(client, cid, "one two three")
         assert evts[-1] == ("error", {"code": "stream_broken", "message": "the reply was cut off: the backend stopped "
@@ -210,12 +205,7 @@ def test_an_error_event_mid_stream_stops_the_reply_with_its_message(start_server
 def test_an_openai_backend_is_not_probed_while_it_streams(start_server, tmp_path):
     """A probe would cut llama.cpp's server's running stream: the host with a live stream is known up."""
     with FakeOpenAI(models=["mini"]) as fake:
-        path = tmp_path / "tiers.toml"
-        path.write_text(OPENAI_CATALOG.format(url=fake.url))
-        server = start_server(tiers=path, status_refresh=0.05)
-        server.refresh_status()
-        client = server.client(server.add_user("sam", "standard"))
-        cid = new_conversation(client)
+        client, cid = openai_chat(start_server, tmp_path, fake, status_refresh=0.05)
         fake.reply = " ".join(f"w{i}" for i in range(40))
         fake.token_delay = 0.02  # 0.8 s of streaming: about 16 refresh intervals
         evts, seen_by_server = [], []

@@ -158,6 +158,7 @@ def test_a_reply_the_database_refuses_is_explained_in_place(start_server, page, 
 
 
 async def run_statements(rt, statements: dict[str, list[str]]) -> None:
+    """On the server's loop: this thread's browser loop keeps ``asyncio.run`` (``run_sql``) out (conftest)."""
     async with rt.engine.begin() as conn:
         for statement in statements[rt.engine.dialect.name]:
             await conn.execute(text(statement))
