@@ -71,7 +71,7 @@ def install_error_handlers(app: FastAPI) -> None:
         # storage/db.py turns every driver's outage (refused, reset, frozen, too many clients) into OUTAGES.
         if isinstance(exc, RolledBack):  # a deadlock or serialization failure: nothing written, and a retry may pass
             log.warning("the database rolled back %s %s to break a conflict: %s", request.method, request.url.path,
-                        str(exc.orig).splitlines()[0])
+                        str(exc).splitlines()[0])
             return error_response(503, "database_busy", "the database broke off this request to resolve a conflict "
                                   "with another one; try again", headers={"Retry-After": "1"}, path=request.url.path)
         if out_of_connections(exc):  # up, but no connection free: this instance's pool, or the server's
