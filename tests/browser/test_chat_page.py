@@ -151,6 +151,7 @@ def test_a_reply_the_database_refuses_is_explained_in_place(start_server, page, 
         expect(answer).to_have_attribute("aria-busy", "false")
         expect(answer.locator(".msg-state")).to_contain_text(
             "Interrupted. The database refused to save the rest of this reply, so it stopped. Retry writes a new version.")
+        shot(page, "38-database-refused")
         page.reload()
         expect(reply(page).locator(".msg-state")).to_contain_text("the database refuses to store this reply")
     finally:
