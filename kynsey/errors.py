@@ -24,7 +24,8 @@ KynseyError (500 internal)
     ├── BackendBusy (503 backend_busy)
     ├── ModelLoadFailed (502 model_load_failed)
     ├── StreamBroken (502 stream_broken)
-    └── CircuitOpen (503 circuit_open)
+    ├── CircuitOpen (503 circuit_open)
+    └── PromptTooLong (422 prompt_too_long: the request's fault, so no circuit or host breaker counts it)
 
 CatalogError is not an HTTP error: it stops start-up (or a reload) with the
 file, tier and field named.
@@ -141,6 +142,13 @@ class StreamBroken(BackendError):
 
 class CircuitOpen(BackendError):
     status, code = 503, "circuit_open"
+
+
+class PromptTooLong(BackendError):
+    """The conversation does not fit the model's context. The model and its host are well: counted
+    against them, one user's long message would pause the model for everyone."""
+
+    status, code = 422, "prompt_too_long"
 
 
 class CatalogError(Exception):

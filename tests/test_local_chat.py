@@ -69,3 +69,20 @@ def test_kynsey_tiers_shows_local_files_sizes_and_loading(monkeypatch, tmp_path)
     assert "backend local (local) host 1 local://local: up" in out
     row = next(line for line in out.splitlines() if line.startswith("standard"))
     assert "SmolLM2-135M-Instruct.Q4_1.gguf (not loaded)" in row and "0.10 GB" in row and "cold" in row
+
+
+def test_a_message_longer_than_a_local_models_context_is_refused_and_pauses_nothing(start_server, tmp_path):
+    """A long history is fitted to the context (``Runner.fitted``), but a newest message that alone
+    does not fit is refused: 'prompt_too_long', never counted against the model, whose circuit
+    would otherwise open after three such messages from one user and pause it for everyone."""
+    catalog = tmp_path / "tiers.toml"
+    catalog.write_text(EXAMPLE.read_text().replace("keep_warm = true", "keep_warm = true\noptions = { num_ctx = 512, num_predict = 8 }"))
+    server = start_server(tiers=catalog)
+    client = server.client(server.add_user("alice", "standard"))
+    cid = client.post("/api/conversations", json={}).json()["id"]
+    for _ in range(4):  # one more than circuit_failures
+        evts = collect(client, "POST", f"/api/conversations/{cid}/messages", json={"content": "the river runs. " * 300})
+        assert evts[-1][0] == "error" and evts[-1][1]["code"] == "prompt_too_long", evts[-1]
+    evts = collect(client, "POST", f"/api/conversations/{cid}/messages", json={"content": "Name a colour."})
+    assert evts[-1][0] == "done" and text_of(evts).strip()  # the long ones before it are left out
+    assert tier_status(client, "standard") == "ready"

@@ -13,7 +13,7 @@ import pytest
 
 from kynsey.backends.base import ChatChunk, ChatMessage
 from kynsey.backends.openai_compat import OpenAIBackend, SSEReader, _Reply, base_url, request_options
-from kynsey.errors import BackendBusy, BackendError, ModelMissing, StreamBroken
+from kynsey.errors import BackendBusy, BackendError, ModelMissing, PromptTooLong, StreamBroken
 from tests.servers.fake_openai import FakeOpenAI
 
 MINI = "llama3.2:3b-instruct-fp16"
@@ -172,6 +172,22 @@ def test_chat_failures_before_the_first_token(fake, mode, error):
     exc = run(scenario, fake.url)
     assert type(exc) is error and exc.details["model"] == MINI
     assert received == []
+
+
+@pytest.mark.parametrize("mode", ["context_full", "context_size", "context_words"])
+def test_a_prompt_longer_than_the_context_is_refused_and_no_host_breaker_counts_it(mode):
+    """The request's fault, not the host's: counted, three long messages would close the host to every model."""
+    with FakeOpenAI([MINI]) as a, FakeOpenAI([MINI]) as b:
+        a.fail[MINI] = b.fail[MINI] = mode
+
+        async def scenario(backend):
+            await backend.probe(timeout=2)
+            for _ in range(4):  # more than breaker_failures
+                with pytest.raises(PromptTooLong, match="longer than the model's context"):
+                    await collect(backend, MINI)
+            return [backend.host_load(url).breaker for url in (a.url, b.url)]
+
+        assert run(scenario, a.url, b.url) == ["closed", "closed"]
 
 
 def test_a_stream_without_usage_counts_its_chunks():

@@ -202,6 +202,22 @@ def test_an_error_event_mid_stream_stops_the_reply_with_its_message(start_server
         assert (reply["status"], reply["content"]) == ("interrupted", "Echo: one") and text_of(evts) == "Echo: one"
 
 
+@pytest.mark.parametrize("mode", ["context_full", "context_size"])
+def test_a_prompt_longer_than_the_context_is_the_requests_fault_not_the_models(start_server, tmp_path, mode):
+    """An OpenAI-compatible server refuses a conversation longer than its context (400). Counted as the
+    model's failure, three such messages from one user opened its circuit and paused it for everyone."""
+    with FakeOpenAI(models=["mini"]) as fake:
+        client, cid = openai_chat(start_server, tmp_path, fake)
+        fake.fail["mini"] = mode
+        for _ in range(4):  # one more than circuit_failures
+            evts = send(client, cid, "a very long message")
+            assert evts[-1][0] == "error" and evts[-1][1]["code"] == "prompt_too_long", evts[-1]
+            assert "longer than the model's context" in evts[-1][1]["message"]
+        del fake.fail["mini"]
+        assert send(client, cid, "a short one")[-1][0] == "done"  # the circuit stayed closed
+        assert [t["status"] for t in client.get("/api/models/tiers").json()["tiers"]] == ["ready"]
+
+
 def test_an_openai_backend_is_not_probed_while_it_streams(start_server, tmp_path):
     """A probe would cut llama.cpp's server's running stream: the host with a live stream is known up."""
     with FakeOpenAI(models=["mini"]) as fake:

@@ -46,15 +46,15 @@ import orjson
 
 from kynsey.backends.base import Backend, BackendSnapshot, HostLoad, HostSnapshot
 from kynsey.backends.routing import HostRouter, Routing
-from kynsey.errors import BackendError, BackendUnreachable, ModelLoadFailed, ModelMissing, StreamBroken
+from kynsey.errors import BackendError, BackendUnreachable, ModelLoadFailed, ModelMissing, PromptTooLong, StreamBroken
 
 log = logging.getLogger(__name__)
 E = TypeVar("E", bound=BackendError)
 # Failures that mean nothing reached the server: the host is down, or no connection came in time.
 CONNECT_ERRORS = (aiohttp.ClientConnectorError, aiohttp.ConnectionTimeoutError)
-# A model's own failures: the tier's circuit counts them, not the host's breaker (one broken model
-# file would otherwise close every host to every model).
-MODEL_ERRORS = (ModelMissing, ModelLoadFailed)
+# Failures the host's breaker does not count. A model's own: the tier's circuit counts them (one
+# broken model file would otherwise close every host to every model). A request's own: no one does.
+NOT_THE_HOSTS = (ModelMissing, ModelLoadFailed, PromptTooLong)
 # Hundreds of concurrent streams per backend (SPEC N2) each hold a connection.
 MAX_CONNECTIONS = 1000
 KEEP_ALIVE_SECONDS = 5.0  # an idle connection to a model server is closed after this
@@ -360,7 +360,7 @@ class HttpBackend(Backend):
         try:
             yield attempt
         except BackendError as exc:
-            if not isinstance(exc, MODEL_ERRORS) and self.router.failure(url):
+            if not isinstance(exc, NOT_THE_HOSTS) and self.router.failure(url):
                 log.warning("backend %s: %s failed %d times in a row; other hosts serve its models for %gs",
                             self.name, url, self.router.breaker_failures, self.router.breaker_cooldown)
             raise

@@ -51,9 +51,18 @@ from kynsey.backends.local_models import (
     packaged_models,
 )
 from kynsey.catalog.schema import BackendConfig, TierProfile
-from kynsey.errors import BackendBusy, BackendError, CatalogError, ModelLoadFailed, ModelMissing, StreamBroken
+from kynsey.errors import (
+    BackendBusy,
+    BackendError,
+    CatalogError,
+    ModelLoadFailed,
+    ModelMissing,
+    PromptTooLong,
+    StreamBroken,
+)
 
 DEFAULT_KEEP_ALIVE = 300.0  # Ollama's default: 5 minutes
+CONTEXT_EXCEEDED = "exceed context window"  # llama-cpp-python's ValueError: "Requested tokens (N) exceed context window of M"
 # Sampling options shared by Ollama's names and llama-cpp-python's arguments.
 SAMPLING_OPTIONS = ("temperature", "top_p", "top_k", "min_p", "repeat_penalty", "presence_penalty", "frequency_penalty", "seed", "stop")
 # Ollama's defaults (its Modelfile documentation) for those a tier and a request leave out, so that a
@@ -320,6 +329,9 @@ class LocalBackend(Backend):
                     done_reason=finish or "stop",
                 )
                 return
+            if isinstance(item, ValueError) and CONTEXT_EXCEEDED in str(item):  # even fitted, the newest message is too long
+                raise PromptTooLong(f"the conversation is longer than model '{model_id}''s context ({item})",
+                                    model=model_id) from item
             if isinstance(item, Exception):
                 raise StreamBroken(f"model '{model_id}' stopped the reply: {item}", model=model_id) from item
             choice = item["choices"][0]

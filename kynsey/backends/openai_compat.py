@@ -14,6 +14,7 @@ the wrong shape, inside the stream breaks it.
 from __future__ import annotations
 
 import asyncio
+import re
 import time
 from collections.abc import AsyncGenerator, Sequence
 from dataclasses import dataclass
@@ -34,8 +35,10 @@ from kynsey.backends.http import (
     line_batches,
     probe_error,
 )
-from kynsey.errors import BackendBusy, BackendError, ModelMissing, StreamBroken
+from kynsey.errors import BackendBusy, BackendError, ModelMissing, PromptTooLong, StreamBroken
 
+CONTEXT_ERRORS = {"context_length_exceeded", "exceed_context_size_error"}
+CONTEXT_WORDS = re.compile(r"maximum context length|context (window|size|length) (is )?exceeded|exceeds? the available context", re.I)
 # Kynsey's tier options (Ollama's names) -> the OpenAI request field.
 OPTION_FIELDS = {
     "temperature": "temperature",
@@ -94,6 +97,8 @@ def translate_status(resp: Fetched, model: str) -> BackendError:
     """One HTTP failure of an OpenAI-compatible server as Kynsey's backend error."""
     text = _message(resp)
     status = resp.status
+    if status == 400 and _too_long(resp, text):
+        return PromptTooLong(f"the conversation is longer than the model's context ({text})", model=model)
     if status == 404:
         return ModelMissing(f"model '{model}' is not served by the backend ({text})", model=model)
     if status in (429, 503):
@@ -101,6 +106,17 @@ def translate_status(resp: Fetched, model: str) -> BackendError:
     if status in (401, 403):
         return BackendError(f"the backend refused Kynsey's API key ({status}: {text})", model=model)
     return BackendError(f"the backend answered {status}: {text}", model=model)
+
+
+def _too_long(resp: Fetched, text: str) -> bool:
+    """Whether a 400 says the prompt does not fit the context: OpenAI's and llama-cpp-python's code,
+    llama.cpp's server's type, or (vLLM) only the words."""
+    try:
+        error = resp.json().get("error")
+    except (ValueError, AttributeError):
+        error = None
+    named = isinstance(error, dict) and CONTEXT_ERRORS & {str(error.get("code")), str(error.get("type"))}
+    return bool(named) or CONTEXT_WORDS.search(text) is not None
 
 
 def _count(value: Any) -> int | None:

@@ -23,7 +23,7 @@ from typing import Any
 
 from kynsey.backends.base import Backend, ChatChunk, ChatMessage
 from kynsey.catalog import Catalog, TierProfile
-from kynsey.errors import BackendError, CircuitOpen, StreamBroken
+from kynsey.errors import BackendError, CircuitOpen, PromptTooLong, StreamBroken
 from kynsey.runtime import Runtime
 from kynsey.storage.text import storable
 
@@ -46,8 +46,10 @@ def fallback_chain(catalog: Catalog, plan: str, tier: TierProfile) -> list[TierP
 
 
 def record_failure(rt: Runtime, tier: TierProfile, model: str, exc: BackendError) -> None:
-    rt.circuits.failure(tier.backend, model)
     rt.metrics.backend_error(tier.backend, model, exc.code)
+    if isinstance(exc, PromptTooLong):  # the request's fault: the model's circuit stays as it is
+        return
+    rt.circuits.failure(tier.backend, model)
     rt.metrics.circuit(tier.backend, model, rt.circuits.state(tier.backend, model))
 
 

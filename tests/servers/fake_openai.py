@@ -48,6 +48,14 @@ FAILURES = {
     "rate_limited": (429, "Too many requests, please retry later.", "rate_limit_error", "rate_limit_exceeded"),
     "load_fail": (500, "failed to load model `{model}`", "server_error", "load_failed"),
     "error_500": (500, "unexpected server error", "server_error", None),
+    # A prompt longer than the context: llama-cpp-python's server (its words), llama.cpp's, and vLLM's
+    # (which says so only in words).
+    "context_full": (400, "This model's maximum context length is 2048 tokens. However, you requested 2851 tokens "
+                     "(2831 in the messages, 20 in the completion).", "invalid_request_error", "context_length_exceeded"),
+    "context_size": (400, "the request exceeds the available context size, try increasing it",
+                     "exceed_context_size_error", 400),
+    "context_words": (400, "This model's maximum context length is 4096 tokens. However, you requested 5000 tokens "
+                      "in the messages, Please reduce the length of the messages.", "BadRequestError", 400),
 }
 
 

@@ -44,6 +44,7 @@ export function describeError(err, context = {}) {
     model_missing: () => "This tier's model is not installed. Pick another tier, or ask an admin to install it.",
     model_load_failed: () => "The model failed to load. Try again, or pick another tier.",
     backend_error: () => `The model server answered with an error: ${message || "no reason given"}. Retry, or pick another tier.`,
+    prompt_too_long: () => "This conversation is too long for this tier's model to read. Shorten your message, start a new chat, or pick a tier with a larger context.",
     stream_broken: () => "The model server cut the reply short. What arrived is kept; Retry writes a new version.",
     interrupted: () => "The reply stopped before it finished. What arrived is kept; Retry writes a new version.",
     shutdown: () => "This Kynsey server is shutting down. Reload in a moment to see the rest of the reply.",
