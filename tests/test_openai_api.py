@@ -185,6 +185,9 @@ def test_a_standard_user_can_neither_list_nor_use_pro_and_switching_off_means_th
     ({"tools": [{"type": "function", "function": {"name": "f"}}]}, "tools"),
     ({"n": 2}, "n"),
     ({"temperature": 3}, "temperature"),
+    ({"max_tokens": 2**31}, "max_tokens"),
+    ({"extra_body": {"top_k": 2**40}}, "top_k"),
+    ({"seed": 2**63}, "seed"),
     ({"messages": []}, "messages"),
     ({"messages": [{"role": "user", "content": [{"type": "image_url", "image_url": {"url": "x"}}]}]}, "messages.0.content"),
 ])

@@ -21,7 +21,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from kynsey.backends.base import ChatMessage, ModelState
 from kynsey.backends.keep_alive import keep_alive_seconds
 from kynsey.catalog import TierProfile
-from kynsey.compat.service import ChatRequest, Exchange
+from kynsey.compat.service import INT32, ChatRequest, Exchange
 from kynsey.errors import BackendError, InvalidRequest
 from kynsey.web.schemas import check_text
 
@@ -48,9 +48,6 @@ class MessageIn(_Body):
     tool_calls: list[Any] | None = None
     tool_name: str | None = None
     thinking: str | None = None
-
-
-INT32 = 2**31 - 1
 
 
 class OptionsIn(_Body):

@@ -20,7 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from kynsey.backends.base import ChatMessage
 from kynsey.catalog import TierProfile
-from kynsey.compat.service import ChatRequest, Exchange
+from kynsey.compat.service import INT32, ChatRequest, Exchange
 from kynsey.errors import InvalidRequest
 from kynsey.ratelimit import RateInfo
 from kynsey.web.schemas import _Body
@@ -61,13 +61,14 @@ class ChatCompletionIn(_Body):
     messages: list[MessageIn] = Field(max_length=10_000)
     stream: bool | None = False
     stream_options: StreamOptions | None = None
+    # Bounded so that no value reaches a backend that it cannot take (``compat/ollama.OptionsIn``).
     temperature: float | None = Field(None, ge=0, le=2)
     top_p: float | None = Field(None, ge=0, le=1)
-    max_tokens: int | None = Field(None, ge=1)
-    max_completion_tokens: int | None = Field(None, ge=1)
+    max_tokens: int | None = Field(None, ge=1, le=INT32)
+    max_completion_tokens: int | None = Field(None, ge=1, le=INT32)
     stop: str | list[str] | None = None
-    seed: int | None = None
-    top_k: int | None = Field(None, ge=1)  # not OpenAI's, but vLLM's and llama.cpp's servers take it
+    seed: int | None = Field(None, ge=-(2**63), le=2**63 - 1)
+    top_k: int | None = Field(None, ge=1, le=INT32)  # not OpenAI's, but vLLM's and llama.cpp's servers take it
     presence_penalty: float | None = Field(None, ge=-2, le=2)
     frequency_penalty: float | None = Field(None, ge=-2, le=2)
     n: int | None = None
