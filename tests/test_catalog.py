@@ -6,6 +6,7 @@ import pytest
 
 from kynsey.catalog import load_catalog, parse_catalog
 from kynsey.errors import CatalogError
+from tests.conftest import OLLAMA_TIERS
 
 BASE = """
 default_tier = "standard"
@@ -50,8 +51,6 @@ def test_default_catalog_has_the_plans_three_tiers_and_a_local_one_they_fall_bac
 
 
 def test_the_tests_catalog_is_the_built_in_one_without_its_local_tier():
-    from tests.conftest import OLLAMA_TIERS
-
     built_in, tests = load_catalog(None), load_catalog(OLLAMA_TIERS)
     assert list(tests.tiers) == [t for t in built_in.tiers if t != "local"] and list(tests.backends) == ["ollama"]
     for slug, tier in tests.tiers.items():
@@ -110,3 +109,14 @@ def test_fallback_cycle_through_three_tiers_is_shown(tmp_path):
     )
     with pytest.raises(CatalogError, match="standard -> pro -> code -> standard"):
         parse_catalog(BASE + body, source="c.toml")
+
+
+@pytest.mark.parametrize("options, field", [('{ temperature = "warm" }', "temperature"), ("{ num_ctx = 64 }", "num_ctx"),
+                                            ("{ top_p = 1.5 }", "top_p"), ('{ stop = 5 }', "stop")])
+def test_a_tier_option_of_the_wrong_type_stops_start_up_naming_the_tier_and_option(tmp_path, options, field):
+    """Before, such a value went to the backend with every request, failed there, and opened the model's circuit."""
+    path = tmp_path / "tiers.toml"
+    path.write_text(OLLAMA_TIERS.read_text().replace("options = { temperature = 0.2, num_ctx = 8192 }", f"options = {options}"))
+    with pytest.raises(CatalogError) as bad:
+        load_catalog(path)
+    assert bad.value.tier == "code" and bad.value.field == "options" and f"field 'options': {field}" in str(bad.value)

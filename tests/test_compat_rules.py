@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from kynsey.catalog import load_catalog
-from kynsey.compat.ollama import OptionsIn
+from kynsey.catalog.schema import ClientOptions
 from kynsey.compat.service import CLIENT_OPTIONS, effective_options
 from kynsey.errors import CatalogError
 from tests.conftest import OLLAMA_TIERS
@@ -31,6 +31,6 @@ def test_only_client_options_can_be_pinned(tmp_path):
 
 
 def test_the_ollama_api_types_every_option_a_client_may_set_and_no_other():
-    """``OptionsIn`` bounds what reaches a backend; an option added to ClientOption without a type there
-    would reach it unchecked, and one typed there but not allowed would be dropped unseen."""
-    assert set(OptionsIn.model_fields) == CLIENT_OPTIONS
+    """``ClientOptions`` bounds what reaches a backend; an option added to ClientOption without a type
+    there would reach it unchecked, and one typed there but not allowed would be dropped unseen."""
+    assert set(ClientOptions.model_fields) == CLIENT_OPTIONS

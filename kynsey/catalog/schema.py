@@ -5,13 +5,38 @@ from __future__ import annotations
 import re
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic_core import PydanticCustomError
 
 SLUG = re.compile(r"^[a-z][a-z0-9_-]{0,31}$")
 BackendKind = Literal["ollama", "openai", "local"]
 # The options a client of the compatible APIs may set per request (Ollama's names), unless the tier pins them.
 ClientOption = Literal["temperature", "top_p", "top_k", "seed", "stop", "num_predict", "presence_penalty",
                        "frequency_penalty"]
+INT32 = 2**31 - 1  # the largest count or top_k: model servers read them as 32-bit
+
+
+class ClientOptions(BaseModel):
+    """``ClientOption``'s values, typed and bounded: a value a backend cannot take failed there, and
+    three such requests opened the model's circuit for everyone. Other keys are ignored here: runner
+    options (num_ctx, ...) are the tier's."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    temperature: float | None = Field(None, ge=0, allow_inf_nan=False)
+    top_p: float | None = Field(None, ge=0, le=1, allow_inf_nan=False)
+    top_k: int | None = Field(None, ge=0, le=INT32)
+    seed: int | None = Field(None, ge=-1, le=2**32 - 1)
+    stop: str | list[str] | None = Field(None, max_length=16)
+    num_predict: int | None = Field(None, ge=-2, le=INT32)  # -1: no limit, -2: fill the context
+    presence_penalty: float | None = Field(None, allow_inf_nan=False)
+    frequency_penalty: float | None = Field(None, allow_inf_nan=False)
+
+
+class _TierOptions(ClientOptions):
+    """A tier's options: the same, and its context; other runner options are the backend's to judge."""
+
+    num_ctx: int | None = Field(None, ge=128, le=INT32)
 
 
 class _Strict(BaseModel):
@@ -69,6 +94,17 @@ class TierProfile(_Strict):
     def _slug(cls, value: str) -> str:
         if not SLUG.match(value):
             raise ValueError("must be a lowercase slug (letters, digits, '-' or '_', at most 32)")
+        return value
+
+    @field_validator("options")
+    @classmethod
+    def _typed_options(cls, value: dict[str, Any]) -> dict[str, Any]:
+        try:  # checked, not converted: the options go to the backend as written
+            _TierOptions.model_validate(value)
+        except ValidationError as exc:
+            err = exc.errors()[0]
+            where = ".".join(str(p) for p in err["loc"])
+            raise PydanticCustomError("tier_option", "{where}: {problem}", {"where": where, "problem": err["msg"]}) from None
         return value
 
     @field_validator("model_id", "display_name", "internal_name")

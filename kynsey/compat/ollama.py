@@ -21,7 +21,8 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from kynsey.backends.base import ChatMessage, ModelState
 from kynsey.backends.keep_alive import keep_alive_seconds
 from kynsey.catalog import TierProfile
-from kynsey.compat.service import INT32, ChatRequest, Exchange
+from kynsey.catalog.schema import ClientOptions
+from kynsey.compat.service import ChatRequest, Exchange
 from kynsey.errors import BackendError, InvalidRequest
 from kynsey.web.schemas import check_text
 
@@ -50,26 +51,11 @@ class MessageIn(_Body):
     thinking: str | None = None
 
 
-class OptionsIn(_Body):
-    """The sampling options a client may set (``CLIENT_OPTIONS``), typed and bounded here: a value a
-    backend cannot take failed there, and three such requests opened the model's circuit for
-    everyone. Runner options (num_ctx, ...) are accepted and ignored: they are the tier's."""
-
-    temperature: float | None = Field(None, ge=0, allow_inf_nan=False)
-    top_p: float | None = Field(None, ge=0, le=1, allow_inf_nan=False)
-    top_k: int | None = Field(None, ge=0, le=INT32)
-    seed: int | None = Field(None, ge=-1, le=2**32 - 1)
-    stop: str | list[str] | None = Field(None, max_length=16)
-    num_predict: int | None = Field(None, ge=-2, le=INT32)  # -1: no limit, -2: fill the context
-    presence_penalty: float | None = Field(None, allow_inf_nan=False)
-    frequency_penalty: float | None = Field(None, allow_inf_nan=False)
-
-
 class _Request(_Body):
     model: str = Field(min_length=1, max_length=80)
     stream: bool | None = True
     format: str | dict[str, Any] | None = None
-    options: OptionsIn | None = None
+    options: ClientOptions | None = None
     keep_alive: str | int | float | None = None  # the tier's keep_alive holds
     think: bool | str | None = None
     logprobs: bool | None = None
@@ -111,7 +97,7 @@ def _refuse_unsupported(body: _Request) -> None:
         raise InvalidRequest("logprobs are not supported", field="logprobs")
 
 
-def _options(options: OptionsIn | None) -> dict[str, Any]:
+def _options(options: ClientOptions | None) -> dict[str, Any]:
     """The client's sampling options; runner options (num_ctx, ...) are the tier's and dropped here."""
     chosen = options.model_dump(exclude_none=True) if options is not None else {}
     if isinstance(chosen.get("stop"), str):

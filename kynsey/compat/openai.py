@@ -20,7 +20,8 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from kynsey.backends.base import ChatMessage
 from kynsey.catalog import TierProfile
-from kynsey.compat.service import INT32, ChatRequest, Exchange
+from kynsey.catalog.schema import INT32
+from kynsey.compat.service import ChatRequest, Exchange
 from kynsey.errors import InvalidRequest
 from kynsey.ratelimit import RateInfo
 from kynsey.web.schemas import _Body
@@ -61,7 +62,7 @@ class ChatCompletionIn(_Body):
     messages: list[MessageIn] = Field(max_length=10_000)
     stream: bool | None = False
     stream_options: StreamOptions | None = None
-    # Bounded so that no value reaches a backend that it cannot take (``compat/ollama.OptionsIn``).
+    # Bounded so that no value reaches a backend that it cannot take (as ``catalog.schema.ClientOptions``).
     temperature: float | None = Field(None, ge=0, le=2)
     top_p: float | None = Field(None, ge=0, le=1)
     max_tokens: int | None = Field(None, ge=1, le=INT32)

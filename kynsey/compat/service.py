@@ -67,7 +67,6 @@ from kynsey.switching.access import answering_tier, find_tier, require_tier
 
 log = logging.getLogger(__name__)
 CLIENT_OPTIONS = frozenset(get_args(ClientOption))
-INT32 = 2**31 - 1  # the largest count or top_k a client may ask for: model servers read them as 32-bit
 AUTO = ("", "auto")
 BACKEND_ERRORS = {cls.code: cls for cls in (BackendError, BackendUnreachable, ModelMissing, BackendBusy,
                                             ModelLoadFailed, StreamBroken, CircuitOpen)}
