@@ -9,6 +9,8 @@ import openai
 import pytest
 
 from tests.servers.fake_ollama import FakeOllama
+from tests.servers.fake_openai import FakeOpenAI
+from tests.test_reply_faults import OPENAI_CATALOG
 
 STANDARD, PRO, CODE = "llama3.2:3b-instruct-fp16", "qwen2.5:14b-instruct", "qwen2.5-coder:7b-instruct"
 HELLO = [{"role": "user", "content": "hello"}]
@@ -257,3 +259,22 @@ def test_a_client_that_leaves_releases_the_model_at_once(server, fake_ollama):
 
 async def _in_use(rt) -> int:
     return rt.leases.in_use("ollama", STANDARD)
+
+
+@pytest.mark.parametrize("store", [False, True])
+def test_a_prompt_longer_than_the_context_is_openais_context_length_exceeded(start_server, tmp_path, store):
+    """Clients test for OpenAI's code to trim a history and try again. Stored exchanges turn the reply's
+    error event back into its class: before, this one came back as a 502 backend_error."""
+    with FakeOpenAI(models=["mini"]) as fake:
+        path = tmp_path / "tiers.toml"
+        path.write_text(OPENAI_CATALOG.format(url=fake.url))
+        server = start_server(tiers=path, compat_store=store)
+        server.refresh_status()
+        client = sdk(server, server.add_user("sam", "standard"))
+        fake.fail["mini"] = "context_full"
+        for stream in (False, True):
+            with pytest.raises(openai.BadRequestError) as bad:
+                answer = client.chat.completions.create(model="standard", messages=HELLO, stream=stream)
+                if stream:
+                    list(answer)
+            assert bad.value.body["code"] == "context_length_exceeded", bad.value.body

@@ -30,6 +30,8 @@ STARTED = int(time.time())  # models' 'created': when this process loaded its ca
 ERROR_TYPES = {400: "invalid_request_error", 401: "authentication_error", 403: "permission_error",
                404: "not_found_error", 409: "conflict_error", 413: "invalid_request_error", 429: "rate_limit_error"}
 TIER_CODES = ("unknown_tier", "tier_locked", "feature_disabled", "tier_unavailable")
+# Kynsey's codes that OpenAI's API has its own name for: clients test for these (e.g. to trim a history).
+OPENAI_CODES = {"prompt_too_long": "context_length_exceeded"}
 ROLES = {"system": "system", "developer": "system", "user": "user", "assistant": "assistant"}
 # Accepted and ignored: they change nothing a client relies on.
 IGNORED = ("user", "metadata", "store", "service_tier", "parallel_tool_calls", "logit_bias", "reasoning_effort",
@@ -226,4 +228,5 @@ def error_body(status: int, code: str, message: str, details: dict[str, Any]) ->
     problems = details.get("problems") or [{}]
     param = details.get("field") or problems[0].get("field") or ("model" if code in TIER_CODES else None)
     extra = {k: v for k, v in details.items() if k != "field"}
-    return status, {"error": {"message": message, "type": kind, "param": param, "code": code, **extra}}
+    return status, {"error": {"message": message, "type": kind, "param": param, "code": OPENAI_CODES.get(code, code),
+                              **extra}}

@@ -48,17 +48,11 @@ from kynsey.chat.live import LiveReply
 from kynsey.chat.reply import reply_task
 from kynsey.compat.store import StoredExchange, begin_exchange, shown
 from kynsey.errors import (
-    BackendBusy,
     BackendError,
-    BackendUnreachable,
-    CircuitOpen,
     FeatureDisabled,
     InvalidRequest,
     KynseyError,
-    ModelLoadFailed,
-    ModelMissing,
     PermissionDenied,
-    StreamBroken,
 )
 from kynsey.ratelimit import RateInfo
 from kynsey.runtime import Runtime
@@ -68,8 +62,9 @@ from kynsey.switching.access import answering_tier, find_tier, require_tier
 log = logging.getLogger(__name__)
 CLIENT_OPTIONS = frozenset(get_args(ClientOption))
 AUTO = ("", "auto")
-BACKEND_ERRORS = {cls.code: cls for cls in (BackendError, BackendUnreachable, ModelMissing, BackendBusy,
-                                            ModelLoadFailed, StreamBroken, CircuitOpen)}
+# A stored exchange's error event back as its class (every BackendError is one level deep: kynsey/errors.py).
+_BACKEND_ERROR_CLASSES: list[type[BackendError]] = [BackendError, *BackendError.__subclasses__()]
+BACKEND_ERRORS = {cls.code: cls for cls in _BACKEND_ERROR_CLASSES}
 
 
 @dataclass(slots=True)
