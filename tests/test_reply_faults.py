@@ -111,7 +111,8 @@ def test_a_reply_the_database_refuses_stops_alone_and_the_others_are_saved(start
     server = start_server(ollama_host=fake_ollama.url, chat_flush_seconds=0.05)
     client = server.client(server.add_user("alice", "pro"))
     fake_ollama.token_delay = 0.03
-    clean_words, poisoned_words = " ".join(f"w{i}" for i in range(50)), "a b c d e f poison g h i j k l m"
+    clean_words = " ".join(f"w{i}" for i in range(50))
+    poisoned_words = "a b c d e f poison " + " ".join(f"p{i}" for i in range(30))  # a flush meets it mid-reply
     run_sql(db_url, REFUSE_ON)
     try:
         with ThreadPoolExecutor(2) as pool:

@@ -143,7 +143,9 @@ def test_a_reply_the_database_refuses_is_explained_in_place(start_server, page, 
     server.refresh_status()
     add_user(server, "alice", "pro")
     log_in(page, server, "alice")
-    fake_ollama.reply, fake_ollama.token_delay = "one two three poison four five six seven eight nine ten", 0.03
+    # A second of tokens after the poisoned one: a flush (every 0.05 s) meets it mid-reply even on a busy machine.
+    words = " ".join(f"w{i}" for i in range(30))
+    fake_ollama.reply, fake_ollama.token_delay = f"one two three poison {words}", 0.03
     server.call(lambda rt: run_statements(rt, REFUSE_ON))
     try:
         send(page, "hello")
