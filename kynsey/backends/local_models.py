@@ -177,7 +177,6 @@ class Runner(llama_cpp.Llama):
                 self.counts = (prompt, completion)
             yield token
 
-
     def fitted(self, messages: list[dict[str, str]], max_tokens: int | None) -> list[dict[str, str]]:
         """A conversation longer than the context, fitted as Ollama fits it: the system messages and
         the newest message stay, and the oldest others are left out, so that the reply has
@@ -251,7 +250,7 @@ class Generation:
         self.runner.stop_requested = self.stop
         stream = None
         try:
-            kwargs = self.kwargs | {"messages": self.runner.fitted(self.kwargs["messages"], self.kwargs.get("max_tokens"))}
+            kwargs = self.kwargs | {"messages": self.runner.fitted(self.kwargs["messages"], self.kwargs["max_tokens"])}
             stream = cast(Iterator[Any], self.runner.create_chat_completion(stream=True, **kwargs))
             for chunk in stream:
                 if self.stop.is_set():

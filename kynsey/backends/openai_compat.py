@@ -73,14 +73,6 @@ def request_options(options: dict[str, Any]) -> dict[str, Any]:
     return fields
 
 
-def _message(resp: Fetched) -> str:
-    try:
-        body = resp.json()
-    except ValueError:
-        return resp.text.strip()[:300] or resp.reason
-    return _error_text(body)[:300]
-
-
 def _error_text(body: Any) -> str:
     if isinstance(body, dict):
         error = body.get("error")
@@ -95,9 +87,13 @@ def _error_text(body: Any) -> str:
 
 def translate_status(resp: Fetched, model: str) -> BackendError:
     """One HTTP failure of an OpenAI-compatible server as Kynsey's backend error."""
-    text = _message(resp)
+    try:
+        body = resp.json()
+    except ValueError:
+        body = None
+    text = _error_text(body)[:300] if body is not None else (resp.text.strip()[:300] or resp.reason)
     status = resp.status
-    if status == 400 and _too_long(resp, text):
+    if status == 400 and _too_long(body, text):
         return PromptTooLong(f"the conversation is longer than the model's context ({text})", model=model)
     if status == 404:
         return ModelMissing(f"model '{model}' is not served by the backend ({text})", model=model)
@@ -108,13 +104,10 @@ def translate_status(resp: Fetched, model: str) -> BackendError:
     return BackendError(f"the backend answered {status}: {text}", model=model)
 
 
-def _too_long(resp: Fetched, text: str) -> bool:
+def _too_long(body: Any, text: str) -> bool:
     """Whether a 400 says the prompt does not fit the context: OpenAI's and llama-cpp-python's code,
     llama.cpp's server's type, or (vLLM) only the words."""
-    try:
-        error = resp.json().get("error")
-    except (ValueError, AttributeError):
-        error = None
+    error = body.get("error") if isinstance(body, dict) else None
     named = isinstance(error, dict) and CONTEXT_ERRORS & {str(error.get("code")), str(error.get("type"))}
     return bool(named) or CONTEXT_WORDS.search(text) is not None
 

@@ -32,6 +32,11 @@ class ClientOptions(BaseModel):
     presence_penalty: float | None = Field(None, allow_inf_nan=False)
     frequency_penalty: float | None = Field(None, allow_inf_nan=False)
 
+    @field_validator("stop")
+    @classmethod
+    def _stop_list(cls, value: str | list[str] | None) -> list[str] | None:
+        return [value] if isinstance(value, str) else value
+
 
 class _TierOptions(ClientOptions):
     """A tier's options: the same, and its context; other runner options are the backend's to judge."""

@@ -99,10 +99,7 @@ def _refuse_unsupported(body: _Request) -> None:
 
 def _options(options: ClientOptions | None) -> dict[str, Any]:
     """The client's sampling options; runner options (num_ctx, ...) are the tier's and dropped here."""
-    chosen = options.model_dump(exclude_none=True) if options is not None else {}
-    if isinstance(chosen.get("stop"), str):
-        chosen["stop"] = [chosen["stop"]]
-    return chosen
+    return options.model_dump(exclude_none=True) if options is not None else {}
 
 
 def chat_request(body: ChatIn, request_id: str) -> ChatRequest:
