@@ -10,7 +10,7 @@ import pytest
 
 from tests.servers.fake_ollama import FakeOllama
 from tests.servers.fake_openai import FakeOpenAI
-from tests.test_reply_faults import OPENAI_CATALOG
+from tests.test_reply_faults import openai_server
 
 STANDARD, PRO, CODE = "llama3.2:3b-instruct-fp16", "qwen2.5:14b-instruct", "qwen2.5-coder:7b-instruct"
 HELLO = [{"role": "user", "content": "hello"}]
@@ -266,10 +266,7 @@ def test_a_prompt_longer_than_the_context_is_openais_context_length_exceeded(sta
     """Clients test for OpenAI's code to trim a history and try again. Stored exchanges turn the reply's
     error event back into its class: before, this one came back as a 502 backend_error."""
     with FakeOpenAI(models=["mini"]) as fake:
-        path = tmp_path / "tiers.toml"
-        path.write_text(OPENAI_CATALOG.format(url=fake.url))
-        server = start_server(tiers=path, compat_store=store)
-        server.refresh_status()
+        server = openai_server(start_server, tmp_path, fake, compat_store=store)
         client = sdk(server, server.add_user("sam", "standard"))
         fake.fail["mini"] = "context_full"
         for stream in (False, True):

@@ -151,12 +151,18 @@ backend = "llamacpp"
 """
 
 
-def openai_chat(start_server, tmp_path, fake: FakeOpenAI, **settings) -> tuple:
-    """A Kynsey server whose one tier is ``fake``'s model 'mini': a user's client, and a new conversation."""
+def openai_server(start_server, tmp_path, fake: FakeOpenAI, **settings):
+    """A Kynsey server whose one tier, 'standard', is ``fake``'s model 'mini'."""
     path = tmp_path / "tiers.toml"
     path.write_text(OPENAI_CATALOG.format(url=fake.url))
     server = start_server(tiers=path, **settings)
     server.refresh_status()
+    return server
+
+
+def openai_chat(start_server, tmp_path, fake: FakeOpenAI, **settings) -> tuple:
+    """On ``openai_server``: a user's client, and a new conversation."""
+    server = openai_server(start_server, tmp_path, fake, **settings)
     client = server.client(server.add_user("sam", "standard"))
     return client, new_conversation(client)
 
